@@ -1,0 +1,1 @@
+"""Audio checks the pipeline runs on downloaded recordings."""

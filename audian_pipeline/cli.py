@@ -1,0 +1,119 @@
+"""`audian-pipeline`: the command line. Each command reads the settings from the environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import date, datetime, timezone
+
+from audian_pipeline.settings import (
+    DEFAULT_API_PORT,
+    DEFAULT_STORAGE_PORT,
+    DEFAULT_WEBHOOKS_PORT,
+    SettingError,
+    Settings,
+)
+
+
+def _timestamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _day(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+def _emulator_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_API_PORT, help=f"API port (default {DEFAULT_API_PORT})")
+    parser.add_argument("--storage-port", type=int, default=DEFAULT_STORAGE_PORT,
+                        help=f"port of the storage host that serves signed download URLs (default {DEFAULT_STORAGE_PORT})")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated account (default 7)")
+    parser.add_argument("--days", type=int, default=35, help="days of history before the clock (default 35; older than 30 are deleted)")
+    parser.add_argument("--per-day", type=int, default=40, help="recordings created per day (default 40)")
+    parser.add_argument("--clock", type=_timestamp, default=None,
+                        help="freeze the emulator's clock at this ISO instant (default: run with the real clock)")
+    parser.add_argument("--webhook-url", default=None, help="deliver signed webhooks to this URL (default: none)")
+    parser.add_argument("--faults", type=float, default=0.0, metavar="RATE",
+                        help="turn every fault on at this rate, e.g. 0.1 (default 0: no faults)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audian-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    emulator = commands.add_parser("emulator", help="serve the embedded Audian API and its storage host until stopped")
+    _emulator_args(emulator)
+
+    webhooks = commands.add_parser("webhooks", help="serve the webhook receiver (POST /webhooks/audian, GET /healthz)")
+    webhooks.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    webhooks.add_argument("--port", type=int, default=DEFAULT_WEBHOOKS_PORT, help=f"port (default {DEFAULT_WEBHOOKS_PORT})")
+
+    demo = commands.add_parser("demo", help="start the emulator and the receiver, backfill every retained day, print the reports")
+    demo.add_argument("--days", type=int, default=35, help="days of emulated history (default 35)")
+    demo.add_argument("--per-day", type=int, default=12, help="recordings per day (default 12)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the emulated account (default 7)")
+
+    run = commands.add_parser("run", help="materialise every asset for a day range, in one process")
+    run.add_argument("--start", type=_day, required=True, help="first UTC day, YYYY-MM-DD")
+    run.add_argument("--end", type=_day, required=True, help="last UTC day, YYYY-MM-DD (inclusive)")
+
+    report = commands.add_parser("report", help="print one report from the warehouse")
+    report.add_argument("name", help="durations, failure_reasons, storage_quota or retention_expiry")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingError as exc:
+        print(f"audian-pipeline: {exc}", file=sys.stderr)
+        return 2
+    handler = globals()[f"_cmd_{args.command}"]
+    return handler(args, settings) or 0
+
+
+def _cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.emulator.faults import FaultConfig
+    from audian_pipeline.emulator.server import serve
+
+    serve(
+        seed=args.seed, days=args.days, per_day=args.per_day, clock=args.clock,
+        api_key=settings.api_key, webhook_url=args.webhook_url, webhook_secret=settings.webhook_secret,
+        faults=FaultConfig.everything(args.faults) if args.faults else None,
+        host=args.host, port=args.port, storage_port=args.storage_port,
+    )
+    return 0
+
+
+def _cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.webhooks.receiver import serve
+
+    serve(args.host, args.port, settings.data_dir, settings.webhook_secret)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.demo import run_demo
+
+    return run_demo(days=args.days, per_day=args.per_day, seed=args.seed, settings=settings)
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.runner import run_range
+
+    return run_range(args.start, args.end)
+
+
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.warehouse.reports import print_report
+
+    return print_report(settings, args.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Audian's API: typed models, the HTTP client, list paging and the Dagster resource."""

@@ -1,0 +1,287 @@
+"""The Audian API client: the one module that knows HTTP and Audian's endpoints.
+
+One pooled `requests.Session`, a timeout on every call, and one retry policy (urllib3's
+`Retry`): exponential back-off with jitter on connection errors and 5xx, `Retry-After` on
+429 `rate_limited`, nothing else retried. Answers become typed models or typed errors.
+Downloads follow the 302 by hand on a second session that carries no Audian header, because
+requests forwards custom headers such as `X-Auth-Token` across hosts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Callable, Mapping
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from audian_pipeline.client import errors
+from audian_pipeline.client.models import Call, Page, Recording, format_timestamp, parse_timestamp
+from audian_pipeline.settings import check_api_key, check_api_url
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+class _AudianRetry(Retry):
+    """urllib3's Retry, except that a 429 without Retry-After (quota_exceeded) is final."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == 429 and not has_retry_after:
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
+
+
+def retry_policy(retries: int, backoff: float) -> Retry:
+    return _AudianRetry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=backoff,
+        backoff_jitter=backoff,
+        backoff_max=30,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "HEAD", "DELETE"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+
+
+def _session(pool_size: int, retry: Retry) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    bytes_written: int
+    resumed: int
+    """How many times a cut connection was resumed with Range."""
+
+
+class AudianClient:
+    """Typed access to Audian's recordings, calls and downloads.
+
+    `stats` counts logical calls by kind (`list`, `detail`, `call`, `download`, ...) and the
+    retries urllib3 made under them, so assets can report the requests a run cost.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        retries: int = 6,
+        backoff: float = 0.25,
+        pool_size: int = 32,
+    ) -> None:
+        self.base_url = check_api_url(base_url)
+        self._host = urlsplit(self.base_url).netloc.rsplit("@", 1)[-1]
+        self.timeout = (connect_timeout, read_timeout)
+        self._retries = retries
+        self._api = _session(pool_size, retry_policy(retries, backoff))
+        self._api.headers.update({"X-Auth-Token": check_api_key(api_key), "Accept": "application/json"})
+        self._storage = _session(pool_size, retry_policy(retries, backoff))
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"AudianClient({self.base_url!r}, api_key=<redacted>)"
+
+    def close(self) -> None:
+        self._api.close()
+        self._storage.close()
+
+    def __enter__(self) -> "AudianClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- plumbing --------------------------------------------------------------------------
+    def _count(self, kind: str, response: requests.Response | None = None) -> None:
+        retried = 0
+        if response is not None and getattr(response.raw, "retries", None) is not None:
+            retried = len(response.raw.retries.history)
+        with self._lock:
+            self.stats[kind] += 1
+            self.stats["retries"] += retried
+
+    def _request(self, method: str, path: str, kind: str, params: Mapping | None = None, **kwargs) -> requests.Response:
+        try:
+            response = self._api.request(
+                method, self.base_url + path, params=params, timeout=self.timeout, allow_redirects=False, **kwargs
+            )
+        except requests.RequestException as exc:
+            self._count(kind)
+            raise errors.Unreachable(
+                f"could not reach Audian at {self._host} for {method} {path} after {self._retries} retries "
+                f"({type(exc).__name__}); check AUDIAN_API_URL and that the API is up."
+            ) from None
+        self._count(kind, response)
+        if response.status_code >= 400:
+            raise _error_for(response, f"{method} {path}", self._retries)
+        return response
+
+    def _json(self, response: requests.Response, what: str) -> dict:
+        try:
+            body = response.json()
+        except ValueError:
+            raise errors.MalformedResponse(f"{what}: Audian answered {response.status_code} with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise errors.MalformedResponse(f"{what}: Audian answered with JSON that is not an object")
+        return body
+
+    # ---- recordings --------------------------------------------------------------------------
+    def list_page(
+        self,
+        *,
+        since: datetime | None = None,
+        call_id: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> Page:
+        params: dict = {"limit": limit, "offset": offset}
+        if since is not None:
+            params["since"] = format_timestamp(since)
+        if call_id is not None:
+            params["call_id"] = call_id
+        response = self._request("GET", "/v2/recordings", "list", params)
+        return Page.from_api(self._json(response, "GET /v2/recordings"))
+
+    def get_recording(self, recording_id: str) -> Recording:
+        path = f"/v2/recordings/{_segment(recording_id)}"
+        return Recording.from_api(self._json(self._request("GET", path, "detail"), f"GET {path}"))
+
+    def delete_recording(self, recording_id: str) -> datetime:
+        path = f"/v2/recordings/{_segment(recording_id)}"
+        body = self._json(self._request("DELETE", path, "delete"), f"DELETE {path}")
+        return parse_timestamp(body.get("deleted_at"), "deleted_at")
+
+    def get_call(self, call_id: str) -> Call:
+        path = f"/v2/calls/{_segment(call_id)}"
+        return Call.from_api(self._json(self._request("GET", path, "call"), f"GET {path}"))
+
+    # ---- downloads ---------------------------------------------------------------------------
+    def download_location(self, recording_id: str) -> str:
+        """The signed, temporary storage URL. It is a credential: never log or store it."""
+        path = f"/v2/recordings/{_segment(recording_id)}/download"
+        response = self._request("GET", path, "download")
+        location = response.headers.get("Location")
+        if response.status_code not in (301, 302, 303, 307, 308) or not location:
+            raise errors.MalformedResponse(f"GET {path}: expected a 302 to the storage host, got {response.status_code}")
+        return location
+
+    def download(
+        self,
+        recording_id: str,
+        sink: IO[bytes],
+        on_chunk: Callable[[bytes], None] | None = None,
+        max_resumes: int = 5,
+    ) -> DownloadResult:
+        """Stream a recording into `sink`; a cut connection resumes with Range where it stopped.
+
+        An expired URL (403) is renewed once through the API. Raises `NotFound` when the
+        recording is gone, `StorageError` when the storage host keeps failing.
+        """
+        url = self.download_location(recording_id)
+        written, resumed, renewed = 0, 0, False
+        while True:
+            try:
+                written += self._stream(url, written, sink, on_chunk)
+                return DownloadResult(written, resumed)
+            except _Cut as cut:
+                written += cut.received
+                resumed += 1
+                if resumed > max_resumes:
+                    raise errors.StorageError(
+                        f"download of {recording_id} was cut {resumed} times; it will be retried on the next run"
+                    ) from None
+            except _Expired:
+                if renewed:
+                    raise errors.StorageError(
+                        f"the storage host refused the download of {recording_id} (403) twice; "
+                        "the temporary URL is expired or was altered"
+                    ) from None
+                renewed = True
+                url = self.download_location(recording_id)
+
+    def _stream(self, url: str, start: int, sink: IO[bytes], on_chunk: Callable[[bytes], None] | None) -> int:
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        received = 0
+        try:
+            with self._storage.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False) as response:
+                self._count("storage", response)
+                _check_storage_answer(response, start)
+                for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                    sink.write(chunk)
+                    if on_chunk:
+                        on_chunk(chunk)
+                    received += len(chunk)
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout):
+            raise _Cut(received) from None
+        return received
+
+
+class _Cut(Exception):
+    def __init__(self, received: int) -> None:
+        self.received = received
+
+
+class _Expired(Exception):
+    pass
+
+
+def _check_storage_answer(response: requests.Response, start: int) -> None:
+    if response.status_code == 403:
+        raise _Expired()
+    if response.status_code == 404:
+        raise errors.NotFound("the recording's file is gone from Audian's storage (404)")
+    expected = 206 if start else 200
+    if response.status_code != expected:
+        raise errors.StorageError(f"the storage host answered {response.status_code} (expected {expected})")
+
+
+def _segment(identifier: str) -> str:
+    """IDs are opaque: refuse anything that would change the URL's path."""
+    if not identifier or any(c in identifier for c in "/?#%\\") or identifier in (".", ".."):
+        raise errors.InvalidRequest(f"refusing an Audian ID that is not a plain path segment: {identifier!r}")
+    return identifier
+
+
+def _error_for(response: requests.Response, what: str, retries: int) -> errors.AudianError:
+    status = response.status_code
+    try:
+        code = response.json().get("error", "")
+    except ValueError:
+        code = ""
+    if status == 401:
+        return errors.Unauthorized(
+            f"{what}: Audian rejected the API key (401). Set AUDIAN_API_KEY to a current key of this account.", status
+        )
+    if status == 404:
+        return errors.NotFound(f"{what}: not found (404): deleted, past 30-day retention, or never existed.", status)
+    if status == 429 and code == "quota_exceeded":
+        return errors.QuotaExceeded(
+            f"{what}: the account's recording storage quota is full (429 quota_exceeded); delete archived "
+            "recordings or raise the quota with Audian. Retrying does not help.", status
+        )
+    if status == 429:
+        return errors.RateLimited(f"{what}: still rate limited after {retries} retries; lower the concurrency or run later.", status)
+    if status == 400:
+        return errors.InvalidRequest(f"{what}: Audian rejected the request (400 {code or 'invalid_request'}).", status)
+    if status >= 500:
+        return errors.ServerError(f"{what}: Audian answered {status} after {retries} retries; run again later.", status)
+    return errors.AudianError(f"{what}: unexpected answer {status} {code}".strip(), status)

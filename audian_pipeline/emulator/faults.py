@@ -1,0 +1,95 @@
+"""Fault injection for the emulator: each fault a rate, each decision deterministic from the seed.
+
+A decision depends on (seed, fault, request key, how many times that key was asked), never on
+arrival order, so a concurrent client meets the same faults on every run. A key never fails
+more than `max_consecutive` times in a row, so a client that retries as it should always
+gets through, which is what lets a faulty run be compared with a clean one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+
+from audian_pipeline.emulator.account import stable_hash
+
+FAULT_NAMES = ("server_error", "rate_limited", "drift", "cut", "corrupt", "webhook_duplicate")
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Rates in [0, 1]; `latency_ms` is added to every API answer."""
+
+    server_error: float = 0.0
+    rate_limited: float = 0.0
+    latency_ms: int = 0
+    drift: float = 0.0
+    cut: float = 0.0
+    corrupt: float = 0.0
+    webhook_duplicate: float = 0.0
+    retry_after_seconds: int = 1
+    max_consecutive: int = 2
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in FAULT_NAMES and not 0.0 <= value <= 1.0:
+                raise ValueError(f"fault rate {f.name} must be between 0 and 1 (got {value})")
+
+    @classmethod
+    def everything(cls, rate: float = 0.1) -> "FaultConfig":
+        """Every fault on at once, as the end-to-end fault test runs them."""
+        return cls(
+            server_error=rate,
+            rate_limited=rate,
+            latency_ms=2,
+            drift=rate,
+            cut=rate,
+            corrupt=rate / 2,
+            webhook_duplicate=rate * 2,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Faults:
+    """Decides faults and counts the ones injected (`GET /_emulator/faults`)."""
+
+    def __init__(self, config: FaultConfig, seed: int) -> None:
+        self.config = config
+        self.seed = seed
+        self.injected: Counter[str] = Counter()
+        self._attempts: Counter[tuple[str, str]] = Counter()
+        self._streak: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def _roll(self, fault: str, key: str, attempt: int) -> float:
+        return (stable_hash(self.seed, fault, key, attempt) % 1_000_000) / 1_000_000
+
+    def should(self, fault: str, key: str) -> bool:
+        """True if this request (identified by `key`) gets `fault` now; counts it."""
+        rate = getattr(self.config, fault)
+        if rate <= 0:
+            return False
+        with self._lock:
+            attempt = self._attempts[(fault, key)]
+            self._attempts[(fault, key)] += 1
+            hit = self._roll(fault, key, attempt) < rate and self._streak[(fault, key)] < self.config.max_consecutive
+            self._streak[(fault, key)] = self._streak[(fault, key)] + 1 if hit else 0
+            if hit:
+                self.injected[fault] += 1
+            return hit
+
+    def is_corrupted(self, recording_id: str) -> bool:
+        """Corruption is a property of the stored file: the same recording is always corrupt."""
+        return self.config.corrupt > 0 and self._roll("corrupt", recording_id, 0) < self.config.corrupt
+
+    def count(self, fault: str, n: int = 1) -> None:
+        with self._lock:
+            self.injected[fault] += n
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"config": self.config.to_dict(), "injected": dict(self.injected)}

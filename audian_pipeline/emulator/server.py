@@ -1,0 +1,136 @@
+"""Run the emulator: the API and the storage host on uvicorn, and webhook delivery.
+
+`start_emulator(...)` runs it in a background thread of the calling process (tests, demo,
+benchmark); `serve(...)` runs it in the foreground for `audian-pipeline emulator`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import uvicorn
+
+from audian_pipeline.emulator.account import Account, Clock
+from audian_pipeline.emulator.app import Emulator, api_app, storage_app
+from audian_pipeline.emulator.audio import AudioCache
+from audian_pipeline.emulator.delivery import WebhookDelivery
+from audian_pipeline.emulator.faults import FaultConfig, Faults
+from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
+
+log = logging.getLogger("audian_pipeline.emulator")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so port 0 gives a known free port before any URL is built."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class RunningEmulator:
+    api_url: str
+    storage_url: str
+    emulator: Emulator
+    delivery: WebhookDelivery | None
+    _servers: list[uvicorn.Server]
+    _thread: threading.Thread | None
+
+    @property
+    def account(self) -> Account:
+        return self.emulator.account
+
+    @property
+    def faults(self) -> Faults:
+        return self.emulator.faults
+
+    def stop(self) -> None:
+        if self.delivery:
+            self.delivery.stop()
+        for server in self._servers:
+            server.should_exit = True
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "RunningEmulator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def build(
+    *,
+    seed: int = 7,
+    days: int = 35,
+    per_day: int = 40,
+    clock: datetime | None = None,
+    api_key: str = DEMO_API_KEY,
+    webhook_url: str | None = None,
+    webhook_secret: str = DEMO_WEBHOOK_SECRET,
+    faults: FaultConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    storage_port: int = 0,
+    cache_dir: Path | None = None,
+    max_duration: int = 1200,
+    quota_bytes: int | None = None,
+) -> tuple[RunningEmulator, list[tuple[uvicorn.Server, socket.socket]]]:
+    account = Account(seed=seed, days=days, per_day=per_day, clock=Clock(clock), max_duration=max_duration)
+    api_sock, storage_sock = bind(host, port), bind(host, storage_port)
+    api_url = f"http://{host}:{api_sock.getsockname()[1]}"
+    storage_url = f"http://{host}:{storage_sock.getsockname()[1]}"
+    cache = AudioCache(cache_dir or Path(tempfile.gettempdir()) / "audian-emulator-audio")
+    emulator = Emulator(account, api_key, Faults(faults or FaultConfig(), seed), cache, storage_url,
+                        quota_bytes=quota_bytes)
+    delivery = None
+    if webhook_url:
+        delivery = WebhookDelivery(account, webhook_url, webhook_secret, emulator.faults, api_url, cache)
+    servers = []
+    for app, sock in ((api_app(emulator), api_sock), (storage_app(emulator), storage_sock)):
+        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=30)
+        servers.append((uvicorn.Server(config), sock))
+    return RunningEmulator(api_url, storage_url, emulator, delivery, [s for s, _ in servers], None), servers
+
+
+async def _serve_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
+    await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+
+
+def start_emulator(**options) -> RunningEmulator:
+    """Start in a background thread; returns once both listeners accept connections."""
+    running, servers = build(**options)
+    thread = threading.Thread(target=asyncio.run, args=(_serve_all(servers),), daemon=True, name="emulator")
+    thread.start()
+    running._thread = thread
+    for server, _ in servers:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the emulator failed to start; see the log above")
+            threading.Event().wait(0.01)
+    if running.delivery:
+        running.delivery.start()
+    return running
+
+
+def serve(**options) -> None:
+    """Serve in the foreground until interrupted (Ctrl-C stops both listeners)."""
+    running, servers = build(**options)
+    log.warning("Audian emulator: API %s, storage %s, %d recordings listed, seed %s",
+                running.api_url, running.storage_url, len(running.account.visible()), running.account.seed)
+    if running.delivery:
+        running.delivery.start()
+    try:
+        asyncio.run(_serve_all(servers))
+    finally:
+        running.stop()
