@@ -1,0 +1,77 @@
+"""`calls`: the call behind each recording, one Parquet partition per UTC day of the recording."""
+
+from collections import Counter
+
+import dagster as dg
+
+from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.calls import TABLE, CallsDay, sync_calls_day
+from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.lake.parquet import read_partition
+from audian_pipeline.lake.paths import table_dir
+from audian_pipeline.lake.resource import LakeResource
+
+UNIQUE_CALL_IDS = "unique_call_id"
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=backfill_policy,
+    deps=["recordings"],
+    group_name="lake",
+    kinds={"parquet", "python"},
+    pool="audian_api",
+    description=(
+        "The call of every recording in the day's recordings partition (from and to numbers, "
+        "direction, outcome, call flow, times), fetched once per call. Calls whose recordings "
+        "are not final yet are left for a later run; calls Audian no longer has are skipped."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(UNIQUE_CALL_IDS, asset=TABLE, description="No call_id appears twice in a day."),
+    ],
+)
+def calls(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
+    client = audian.get_client()
+    before = Counter(client.stats)
+    synced: list[CallsDay] = []
+    for day in partition_days(context):
+        result = sync_calls_day(client, lake.path, day, concurrency=audian.detail_concurrency)
+        context.log.info(
+            "calls %s: %d rows, %d fetched, %d deferred, %d not found, %d unreadable",
+            day, result.rows, result.fetched, result.deferred, result.not_found, len(result.unreadable),
+        )
+        synced.append(result)
+    requests = Counter(client.stats) - before
+    return dg.MaterializeResult(
+        metadata=_metadata(synced, requests, lake),
+        check_results=[_check_unique(synced, lake)],
+    )
+
+
+def _metadata(synced: list[CallsDay], requests: Counter, lake: LakeResource) -> dict:
+    unreadable = {cid: why for r in synced for cid, why in r.unreadable.items()}
+    path = synced[0].path if len(synced) == 1 else table_dir(lake.path, TABLE)
+    return {
+        "days": len(synced),
+        "rows": dg.MetadataValue.int(sum(r.rows for r in synced)),
+        "new_calls_fetched": sum(r.fetched for r in synced),
+        "call_requests": requests["call"],
+        "api_requests": dg.MetadataValue.json(dict(sorted(requests.items()))),
+        "deferred": sum(r.deferred for r in synced),
+        "not_found_skipped": sum(r.not_found for r in synced),
+        "unreadable": dg.MetadataValue.json(unreadable),
+        "bytes_written": dg.MetadataValue.int(sum(r.bytes_written for r in synced)),
+        "path": dg.MetadataValue.path(str(path)),
+    }
+
+
+def _check_unique(synced: list[CallsDay], lake: LakeResource) -> dg.AssetCheckResult:
+    """Read back what is on disk, not what was meant to be written."""
+    duplicates = {}
+    for result in synced:
+        table = read_partition(lake.path, TABLE, result.day)
+        ids = table.column("call_id").to_pylist() if table is not None else []
+        if len(ids) != len(set(ids)):
+            duplicates[str(result.day)] = len(ids) - len(set(ids))
+    return dg.AssetCheckResult(check_name=UNIQUE_CALL_IDS, passed=not duplicates,
+                               metadata={"duplicates_by_day": dg.MetadataValue.json(duplicates)})

@@ -1,0 +1,80 @@
+"""`recording_events`: the webhook events the receiver stored, one Parquet partition per UTC day.
+
+Unlike the other lake tables, the day is the event's own time (`occurred_at`), not the
+recording's `created_at`: an event is a fact about a moment, and a recording that completes
+after midnight has its `recording.completed` on the next day.
+"""
+
+from collections import Counter
+
+import dagster as dg
+
+from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.lake.parquet import read_partition
+from audian_pipeline.lake.paths import events_db, table_dir
+from audian_pipeline.lake.resource import LakeResource
+from audian_pipeline.webhooks.events_lake import TABLE, EventsDay, write_events_day
+
+UNIQUE_WEBHOOK_IDS = "one_row_per_webhook_id"
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=backfill_policy,
+    group_name="lake",
+    kinds={"parquet"},
+    description=(
+        "Every webhook event Audian delivered (recording.started, stopped, completed, failed), "
+        "once each however often it was delivered, partitioned by the UTC day the event "
+        "happened (occurred_at). The only table with the file checksum and the failure reason."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(UNIQUE_WEBHOOK_IDS, asset=TABLE,
+                          description="No webhook_id appears twice in a day: retries and duplicates land once."),
+    ],
+)
+def recording_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    written: list[EventsDay] = []
+    for day in partition_days(context):
+        result = write_events_day(lake.path, day)
+        context.log.info("recording_events %s: %d rows %s", day, result.rows, result.rows_by_event)
+        written.append(result)
+    if not all(result.store_found for result in written):
+        context.log.warning("no events store at %s yet: wrote empty partitions", events_db(lake.path))
+    return dg.MaterializeResult(
+        metadata=_metadata(written, lake),
+        check_results=[_check_unique(written, lake)],
+    )
+
+
+def _metadata(written: list[EventsDay], lake: LakeResource) -> dict:
+    by_event: Counter = Counter()
+    for result in written:
+        by_event.update(result.rows_by_event)
+    latest = max((r.latest_received_at for r in written if r.latest_received_at), default=None)
+    path = written[0].path if len(written) == 1 else table_dir(lake.path, TABLE)
+    meta = {
+        "days": len(written),
+        "rows": dg.MetadataValue.int(sum(r.rows for r in written)),
+        "rows_by_event": dg.MetadataValue.json(dict(sorted(by_event.items()))),
+        "distinct_recordings": len(set().union(*(r.recording_ids for r in written))),
+        "bytes_written": dg.MetadataValue.int(sum(r.bytes_written for r in written)),
+        "latest_received_at": latest.isoformat() if latest else "none",
+        "path": dg.MetadataValue.path(str(path)),
+        "events_store_found": all(r.store_found for r in written),
+    }
+    if not meta["events_store_found"]:
+        meta["note"] = f"no events store at {events_db(lake.path)}: the receiver has stored nothing yet"
+    return meta
+
+
+def _check_unique(written: list[EventsDay], lake: LakeResource) -> dg.AssetCheckResult:
+    """Read back what is on disk, not what was meant to be written."""
+    duplicates = {}
+    for result in written:
+        table = read_partition(lake.path, TABLE, result.day)
+        ids = table.column("webhook_id").to_pylist() if table is not None else []
+        if len(ids) != len(set(ids)):
+            duplicates[str(result.day)] = len(ids) - len(set(ids))
+    return dg.AssetCheckResult(check_name=UNIQUE_WEBHOOK_IDS, passed=not duplicates,
+                               metadata={"duplicates_by_day": dg.MetadataValue.json(duplicates)})

@@ -1,0 +1,33 @@
+"""Every asset, check, schedule, sensor and resource of audian_pipeline, for `dagster dev`
+(`workspace.yaml`) and `dagster asset materialize -m audian_pipeline.definitions`."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from audian_pipeline.assets.recordings import recordings
+from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.lake.resource import LakeResource
+from audian_pipeline.settings import DEFAULT_API_URL, DEMO_API_KEY
+
+
+def _env(name: str, default: str) -> str | dg.EnvVar:
+    """`dg.EnvVar` when the variable is set (resolved at launch, never shown in the UI), else
+    the local default: the embedded emulator's address and demo key, which are not secrets."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def resources() -> dict:
+    return {
+        "audian": AudianResource(api_url=_env("AUDIAN_API_URL", DEFAULT_API_URL),
+                                 api_key=_env("AUDIAN_API_KEY", DEMO_API_KEY)),
+        "lake": LakeResource(data_dir=_env("AUDIAN_DATA_DIR", "./data")),
+    }
+
+
+defs = dg.Definitions(
+    assets=[recordings],
+    resources=resources(),
+)

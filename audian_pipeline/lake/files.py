@@ -1,0 +1,66 @@
+"""Atomic file writes: the one helper every writer of the lake and the archive goes through.
+
+A reader (DuckDB globbing `*.parquet`, an analyst listing the archive) must see the old file or
+the new one, never half of one. So: write beside the target under a hidden name that no glob
+of `*.parquet` or `*.mp3` matches, fsync, rename over the target, fsync the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Iterator
+
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(target: Path) -> Path:
+    return target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}.partial"
+
+
+@contextlib.contextmanager
+def atomic_writer(target: Path) -> Iterator[IO[bytes]]:
+    """Yield a file to write; on success it replaces `target` atomically and durably."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path_for(target)
+    try:
+        with open(temp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        publish(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def publish(temp: Path, target: Path) -> None:
+    """Move a complete, fsynced temporary file into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(temp, target)
+    fsync_dir(target.parent)
+
+
+def remove_stale_temporaries(directory: Path, older_than_seconds: float = 3600) -> int:
+    """Delete what a killed writer left behind (hidden, never read by globs); returns the count.
+
+    Only files older than an hour go, so a writer still running elsewhere keeps its file."""
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    cutoff = time.time() - older_than_seconds
+    for stale in directory.glob(f"{TEMP_PREFIX}*"):
+        if stale.stat().st_mtime < cutoff:
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -1,0 +1,132 @@
+"""The recordings index: one UTC day of Audian's list, merged into the day's stored partition.
+
+Only recordings that are new or whose listed fields changed cost a detail call; the others
+keep the detail already stored. Rows Audian no longer lists are kept and marked `deleted_at`:
+past retention the lake is the only copy left.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+from audian_pipeline.client.client import AudianClient
+from audian_pipeline.client.errors import NotFound
+from audian_pipeline.client.models import Recording, RecordingSummary
+from audian_pipeline.client.paging import WindowListing, list_window
+from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
+from audian_pipeline.settings import RETENTION_DAYS
+
+TABLE = "recordings"
+LISTED_FIELDS = ("recording_id", "call_id", "duration", "file_size", "status", "created_at")
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time.min, tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+@dataclass
+class DaySync:
+    """What syncing one day did, for metadata and tests."""
+
+    day: date
+    path: Path
+    rows: int
+    bytes_written: int
+    new: int
+    changed: int
+    marked_deleted: int
+    detail_calls: int
+    listing: WindowListing
+    rows_by_status: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def list_calls(self) -> int:
+        return self.listing.list_calls
+
+
+def _listed(row: dict) -> tuple:
+    return tuple(row[name] for name in LISTED_FIELDS)
+
+
+def _row(summary: RecordingSummary, detail: Recording | None, previous: dict | None, now: datetime) -> dict:
+    row = dict(previous or {})
+    row.update({name: getattr(summary, name) for name in LISTED_FIELDS})
+    if detail is not None:
+        row.update(
+            status=detail.status, duration=detail.duration, file_size=detail.file_size,
+            file_format=detail.file_format, bitrate=detail.bitrate, sample_rate=detail.sample_rate,
+            channels=detail.channels, completed_at=detail.completed_at, detail_fetched_at=now,
+        )
+    row["expires_at"] = summary.created_at + timedelta(days=RETENTION_DAYS)
+    row.setdefault("first_seen_at", now)
+    row["last_seen_at"] = now
+    row["deleted_at"] = None
+    return row
+
+
+def sync_day(
+    client: AudianClient,
+    data_dir: Path,
+    day: date,
+    *,
+    now: datetime | None = None,
+    concurrency: int = 16,
+    list_limit: int = 200,
+) -> DaySync:
+    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    start, end = day_bounds(day)
+    stored = {row["recording_id"]: row for row in read_rows(data_dir, TABLE, day)}
+    listing = list_window(client, start, end, list_limit)
+
+    stale = [s for s in listing.recordings if s.recording_id not in stored or _listed(stored[s.recording_id]) != s.listed_fields()]
+    details = _fetch_details(client, stale, concurrency)
+
+    rows: dict[str, dict] = {}
+    for summary in listing.recordings:
+        rid = summary.recording_id
+        rows[rid] = _row(summary, details.get(rid), stored.get(rid), now)
+        if rid in details and details[rid] is None:  # deleted between the list and the detail call
+            rows[rid]["deleted_at"] = now
+    marked = 0
+    for rid, previous in stored.items():
+        if rid not in rows:
+            kept = dict(previous)
+            if kept.get("deleted_at") is None:
+                kept["deleted_at"] = now
+                marked += 1
+            rows[rid] = kept
+
+    ordered = sorted(rows.values(), key=lambda r: (r["created_at"], r["recording_id"]), reverse=True)
+    path, size = write_partition(data_dir, TABLE, day, to_table(TABLE, ordered))
+    new = sum(1 for s in stale if s.recording_id not in stored)
+    return DaySync(
+        day=day, path=path, rows=len(ordered), bytes_written=size, new=new, changed=len(stale) - new,
+        marked_deleted=marked, detail_calls=len(stale), listing=listing,
+        rows_by_status=dict(Counter("deleted" if r["deleted_at"] else r["status"] for r in ordered)),
+    )
+
+
+def _fetch_details(client: AudianClient, stale: list[RecordingSummary], concurrency: int) -> dict[str, Recording | None]:
+    """Detail calls, concurrent over the pooled session; None marks a recording gone meanwhile."""
+
+    def fetch(summary: RecordingSummary) -> tuple[str, Recording | None]:
+        try:
+            return summary.recording_id, client.get_recording(summary.recording_id)
+        except NotFound:
+            return summary.recording_id, None
+
+    if not stale:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(stale))), thread_name_prefix="detail") as pool:
+        return dict(pool.map(fetch, stale))
+
+
+def api_count(client: AudianClient, day: date) -> int:
+    """Audian's own count of the day's recordings: total(since=start) - total(since=end)."""
+    start, end = day_bounds(day)
+    return client.list_page(since=start, limit=1).total - client.list_page(since=end, limit=1).total
