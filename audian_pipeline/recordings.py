@@ -14,7 +14,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 from audian_pipeline.client.client import AudianClient
-from audian_pipeline.client.errors import NotFound
+from audian_pipeline.client.errors import InvalidRequest, NotFound
 from audian_pipeline.client.models import Recording, RecordingSummary
 from audian_pipeline.client.paging import WindowListing, list_window
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
@@ -89,8 +89,9 @@ def sync_day(
     rows: dict[str, dict] = {}
     for summary in listing.recordings:
         rid = summary.recording_id
-        rows[rid] = _row(summary, details.get(rid), stored.get(rid), now)
-        if rid in details and details[rid] is None:  # deleted between the list and the detail call
+        detail = details.get(rid)
+        rows[rid] = _row(summary, detail or None, stored.get(rid), now)
+        if rid in details and detail is None:  # deleted between the list and the detail call
             rows[rid]["deleted_at"] = now
     marked = 0
     for rid, previous in stored.items():
@@ -111,14 +112,17 @@ def sync_day(
     )
 
 
-def _fetch_details(client: AudianClient, stale: list[RecordingSummary], concurrency: int) -> dict[str, Recording | None]:
-    """Detail calls, concurrent over the pooled session; None marks a recording gone meanwhile."""
+def _fetch_details(client: AudianClient, stale: list[RecordingSummary], concurrency: int) -> dict[str, Recording | None | bool]:
+    """Detail calls, concurrent over the pooled session. None marks a recording gone meanwhile,
+    False an ID the client refuses to put in a URL (the archive records it as `unsafe_id`)."""
 
-    def fetch(summary: RecordingSummary) -> tuple[str, Recording | None]:
+    def fetch(summary: RecordingSummary) -> tuple[str, Recording | None | bool]:
         try:
             return summary.recording_id, client.get_recording(summary.recording_id)
         except NotFound:
             return summary.recording_id, None
+        except InvalidRequest:  # an ID that is not a plain path segment: keep the listed fields only
+            return summary.recording_id, False
 
     if not stale:
         return {}

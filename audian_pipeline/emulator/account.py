@@ -307,6 +307,7 @@ class Account:
         sample_rate: int | None = None,
         channels: int | None = None,
         outcome: str | None = None,
+        recording_id: str | None = None,
     ) -> RecordingRecord:
         file_format = file_format or _weighted(rng, FORMAT_WEIGHTS)
         participant = _weighted(rng, PARTICIPANT_WEIGHTS)
@@ -316,7 +317,7 @@ class Account:
             duration = int(min(self.max_duration, max(3, rng.lognormvariate(3.9, 0.9))))
         outcome = outcome or ("failed" if rng.random() < FAILURE_RATE else "completed")
         rec = RecordingRecord(
-            recording_id=self._new_id("rec", rng),
+            recording_id=recording_id or self._new_id("rec", rng),
             call_id=call_id,
             created_at=created,
             file_format=file_format,

@@ -319,7 +319,7 @@ def control_routes(emu: Emulator, endpoint) -> list[Route]:
         body = await _json_body(request)
         if isinstance(body, Response):
             return body
-        allowed = {"file_format", "duration", "sample_rate", "channels", "outcome"}
+        allowed = {"file_format", "duration", "sample_rate", "channels", "outcome", "recording_id"}
         overrides = {k: v for k, v in body.items() if k in allowed}
         made = emu.account.create_recordings(int(body.get("count", 1)), rng_key="control", **overrides)
         return JSONResponse({"recording_ids": [r.recording_id for r in made]}, 201)

@@ -1,0 +1,80 @@
+"""`recording_audio`: the verified audio archive and its Parquet manifest."""
+
+from collections import Counter
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.audio.archive import ArchiveDay, Archiver
+from audian_pipeline.audio.audit import AuditLog
+from audian_pipeline.audio.verify import OUTCOMES
+from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.lake.paths import table_dir
+from audian_pipeline.lake.resource import LakeResource
+
+AT_RISK = "no_unverified_recording_near_expiry"
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=backfill_policy,
+    deps=["recordings"],
+    group_name="lake",
+    kinds={"parquet", "python"},
+    pool="audian_api",
+    description=(
+        "Each completed recording of the day downloaded once, verified (size, webhook sha256, real "
+        "audio of the declared format, rate, channels and length) and archived under "
+        "audio/YYYY/MM/DD/<recording_id>.<ext>; the manifest has one row per recording with the "
+        "outcome: " + ", ".join(OUTCOMES) + "."
+    ),
+    check_specs=[dg.AssetCheckSpec(
+        AT_RISK, asset="recording_audio",
+        description="Fails when a completed recording is unverified within 48 hours of Audian deleting it.",
+    )],
+)
+def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
+    client = audian.get_client()
+    before = Counter(client.stats)
+    archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run_id))
+    days: list[ArchiveDay] = []
+    for day in partition_days(context):
+        result = archiver.archive_day(day, concurrency=audian.download_concurrency)
+        context.log.info("recording_audio %s: %s; %d downloaded, %.1f MB at %.1f MB/s", day, result.outcomes,
+                         result.downloaded, result.bytes_downloaded / 1e6, result.mb_per_second)
+        days.append(result)
+    requests = Counter(client.stats) - before
+    at_risk = [rid for d in days for rid in d.at_risk]
+    return dg.MaterializeResult(
+        metadata=_metadata(days, requests, lake),
+        check_results=[dg.AssetCheckResult(
+            check_name=AT_RISK, passed=not at_risk,
+            metadata={"at_risk": len(at_risk), "recording_ids": dg.MetadataValue.json(at_risk[:50])},
+            description=f"{len(at_risk)} completed recording(s) unverified within 48 h of deletion" if at_risk else None,
+        )],
+    )
+
+
+def _metadata(days: list[ArchiveDay], requests: Counter, lake: LakeResource) -> dict:
+    outcomes: Counter = Counter()
+    for d in days:
+        outcomes.update(d.outcomes)
+    seconds = sum(d.seconds_downloading for d in days)
+    downloaded = sum(d.bytes_downloaded for d in days)
+    oldest = min((d.oldest_unarchived for d in days if d.oldest_unarchived), key=lambda o: o["created_at"], default=None)
+    meta = {
+        "rows": sum(d.rows for d in days),
+        "files_downloaded": sum(d.downloaded for d in days),
+        "bytes_downloaded": dg.MetadataValue.int(downloaded),
+        "mb_per_second": dg.MetadataValue.float(round(downloaded / 1e6 / seconds, 2) if seconds else 0.0),
+        "outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
+        "api_requests": dg.MetadataValue.json(dict(sorted(requests.items()))),
+        "path": dg.MetadataValue.path(str(days[0].path if len(days) == 1 else table_dir(lake.path, "recording_audio"))),
+    }
+    if oldest:
+        left = oldest["expires_at"] - datetime.now(timezone.utc)
+        meta["oldest_unarchived"] = oldest["recording_id"]
+        meta["oldest_unarchived_expires_at"] = oldest["expires_at"].isoformat()
+        meta["hours_until_it_expires"] = dg.MetadataValue.float(round(left.total_seconds() / 3600, 1))
+    return meta

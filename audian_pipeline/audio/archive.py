@@ -1,0 +1,215 @@
+"""The audio archive: download each completed recording once, verify it, keep it.
+
+A download streams to a hidden temporary file in the archive's own file system, hashing as it
+goes; the file is fsynced and then either renamed to `audio/YYYY/MM/DD/<id>.<ext>` (verified)
+or moved aside to `quarantine/` with its reason. So a file under the recording's name is
+always a verified one, memory stays flat whatever the size, and a killed run leaves nothing a
+reader could mistake for a recording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from audian_pipeline.audio.audit import AuditLog
+from audian_pipeline.audio.verify import Expected, Verification, verify
+from audian_pipeline.client.client import AudianClient
+from audian_pipeline.client.errors import AudianError, NotFound
+from audian_pipeline.lake.files import fsync_dir, publish, remove_stale_temporaries, temp_path_for
+from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
+from audian_pipeline.lake.paths import UnsafeIdentifier, archive_path, events_db, quarantine_path
+
+TABLE = "recording_audio"
+HASH_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass
+class ArchiveDay:
+    day: date
+    path: Path
+    rows: int
+    downloaded: int
+    bytes_downloaded: int
+    seconds_downloading: float
+    outcomes: dict[str, int]
+    oldest_unarchived: dict | None
+    at_risk: list[str] = field(default_factory=list)
+    """Completed recordings not verified and within 48 hours of Audian's deletion."""
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.bytes_downloaded / 1e6 / self.seconds_downloading if self.seconds_downloading else 0.0
+
+
+def load_checksums(data_dir: Path, recording_ids: list[str]) -> dict[str, str]:
+    """sha256 of each recording from its `recording.completed` webhook, where one arrived."""
+    path = events_db(data_dir)
+    if not path.exists() or not recording_ids:
+        return {}
+    from audian_pipeline.webhooks.store import EventStore
+
+    with EventStore(path) as store:
+        return store.checksums(recording_ids)
+
+
+class Archiver:
+    """Archives one day's recordings; `client` and the audit log are shared across threads."""
+
+    def __init__(self, client: AudianClient, data_dir: Path, audit: AuditLog, now: datetime | None = None) -> None:
+        self.client, self.data_dir, self.audit = client, data_dir, audit
+        self.now = now or datetime.now(timezone.utc)
+
+    def archive_day(self, day: date, concurrency: int = 4) -> ArchiveDay:
+        recordings = read_rows(self.data_dir, "recordings", day)
+        previous = {row["recording_id"]: row for row in read_rows(self.data_dir, TABLE, day)}
+        checksums = load_checksums(self.data_dir, [r["recording_id"] for r in recordings])
+        clean_stale_downloads(self.data_dir, day)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="download") as pool:
+            rows = list(pool.map(lambda r: self.archive_one(r, previous.get(r["recording_id"]),
+                                                             checksums.get(r["recording_id"])), recordings))
+        elapsed = time.perf_counter() - started
+        rows.sort(key=lambda r: (r["created_at"], r["recording_id"]), reverse=True)
+        path, _ = write_partition(self.data_dir, TABLE, day, to_table(TABLE, rows))
+        fresh = [r for r in rows if r["last_attempt_at"] == self.now and r["bytes"]]
+        return ArchiveDay(
+            day=day, path=path, rows=len(rows), downloaded=len(fresh),
+            bytes_downloaded=sum(r["bytes"] for r in fresh), seconds_downloading=elapsed,
+            outcomes=dict(Counter(r["outcome"] for r in rows)),
+            oldest_unarchived=_oldest_unarchived(recordings, rows),
+            at_risk=_at_risk(recordings, rows, self.now),
+        )
+
+    # ---- one recording -------------------------------------------------------------------------
+    def archive_one(self, rec: dict, previous: dict | None, checksum: str | None) -> dict:
+        row = _base_row(rec, previous, checksum)
+        if previous and self._is_final(previous):
+            return previous
+        if rec.get("deleted_at") is not None:
+            return self._finish(row, Verification("gone", "Audian no longer lists it"), None, count=False)
+        if rec["status"] != "completed":
+            return self._finish(row, Verification("not_completed", f"status is {rec['status']}"), None, count=False)
+        try:
+            final = archive_path(self.data_dir, rec["created_at"].date(), rec["recording_id"], rec["file_format"])
+        except UnsafeIdentifier as exc:
+            return self._finish(row, Verification("unsafe_id", str(exc)), None, count=False)
+        pending = self._pending_file(rec)
+        if previous and previous["outcome"] == "no_checksum_yet" and checksum and pending.exists():
+            return self._reverify(row, rec, pending, final)
+        return self._download(row, rec, final)
+
+    def _is_final(self, previous: dict) -> bool:
+        """Verified (and still on disk: a file someone removed is fetched again), gone or unsafe."""
+        if previous["outcome"] == "verified":
+            return bool(previous["path"]) and (self.data_dir / previous["path"]).is_file()
+        return previous["outcome"] in ("gone", "unsafe_id")
+
+    def _download(self, row: dict, rec: dict, final: Path) -> dict:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path_for(final)
+        digest = hashlib.sha256()
+        try:
+            with open(temp, "wb") as sink:
+                result = self.client.download(rec["recording_id"], sink, digest.update)
+                sink.flush()
+                os.fsync(sink.fileno())
+        except NotFound:
+            temp.unlink(missing_ok=True)
+            return self._finish(row, Verification("gone", "Audian answered 404 for the download"), None)
+        except AudianError as exc:
+            temp.unlink(missing_ok=True)
+            return self._finish(row, Verification("download_failed", str(exc)), None)
+        row["bytes"], row["sha256"] = result.bytes_written, digest.hexdigest()
+        verdict = verify(temp, result.bytes_written, row["sha256"], _expected(rec, row["expected_sha256"]))
+        self._place(temp, final, rec, verdict)
+        return self._finish(row, verdict, final)
+
+    def _reverify(self, row: dict, rec: dict, pending: Path, final: Path) -> dict:
+        """A file kept aside for want of a checksum: the checksum has come, judge it again."""
+        row["sha256"] = _sha256_of(pending)
+        row["bytes"] = pending.stat().st_size
+        verdict = verify(pending, row["bytes"], row["sha256"], _expected(rec, row["expected_sha256"]))
+        self._place(pending, final, rec, verdict)
+        return self._finish(row, verdict, final, action="reverify")
+
+    def _place(self, source: Path, final: Path, rec: dict, verdict: Verification) -> None:
+        if verdict.verified:
+            publish(source, final)
+            return
+        aside = self._pending_file(rec)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, aside)
+        fsync_dir(aside.parent)
+
+    def _pending_file(self, rec: dict) -> Path:
+        return quarantine_path(self.data_dir, rec["created_at"].date(), rec["recording_id"], rec["file_format"])
+
+    def _finish(self, row: dict, verdict: Verification, final: Path | None, *, count: bool = True,
+                action: str = "download") -> dict:
+        row["outcome"], row["reason"] = verdict.outcome, verdict.reason or None
+        if verdict.probe is not None:
+            row.update(probed_format=verdict.probe.file_format, probed_duration=verdict.probe.duration,
+                       probed_sample_rate=verdict.probe.sample_rate, probed_channels=verdict.probe.channels)
+        if verdict.verified:
+            row["path"], row["verified_at"] = str(final.relative_to(self.data_dir)), self.now
+        if count:
+            row["attempts"] += 1
+            row["first_attempt_at"] = row["first_attempt_at"] or self.now
+            row["last_attempt_at"] = self.now
+            self.audit.record(action, row["recording_id"], verdict.outcome, verdict.reason)
+        return row
+
+
+def _base_row(rec: dict, previous: dict | None, checksum: str | None) -> dict:
+    return {
+        "recording_id": rec["recording_id"], "created_at": rec["created_at"], "outcome": "",
+        "reason": None, "path": None, "bytes": None, "expected_bytes": rec["file_size"],
+        "sha256": None, "expected_sha256": checksum, "declared_format": rec.get("file_format"),
+        "probed_format": None, "probed_duration": None, "probed_sample_rate": None, "probed_channels": None,
+        "attempts": (previous or {}).get("attempts", 0),
+        "first_attempt_at": (previous or {}).get("first_attempt_at"),
+        "last_attempt_at": (previous or {}).get("last_attempt_at"), "verified_at": None,
+    }
+
+
+def _expected(rec: dict, sha256: str | None) -> Expected:
+    return Expected(file_size=rec["file_size"], sha256=sha256, file_format=rec["file_format"],
+                    duration=rec["duration"], sample_rate=rec.get("sample_rate"), channels=rec.get("channels"))
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _oldest_unarchived(recordings: list[dict], rows: list[dict]) -> dict | None:
+    verified = {r["recording_id"] for r in rows if r["outcome"] == "verified"}
+    waiting = [r for r in recordings if r["status"] == "completed" and r.get("deleted_at") is None
+               and r["recording_id"] not in verified]
+    if not waiting:
+        return None
+    oldest = min(waiting, key=lambda r: r["created_at"])
+    return {"recording_id": oldest["recording_id"], "created_at": oldest["created_at"], "expires_at": oldest["expires_at"]}
+
+
+def _at_risk(recordings: list[dict], rows: list[dict], now: datetime) -> list[str]:
+    verified = {r["recording_id"] for r in rows if r["outcome"] == "verified"}
+    horizon = now + timedelta(hours=48)
+    return [r["recording_id"] for r in recordings
+            if r["status"] == "completed" and r.get("deleted_at") is None
+            and r["recording_id"] not in verified and r["expires_at"] <= horizon]
+
+
+def clean_stale_downloads(data_dir: Path, day: date) -> int:
+    """Hidden temporaries a killed run left in the day's archive folder."""
+    return remove_stale_temporaries(data_dir / "audio" / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}")
