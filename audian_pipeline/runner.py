@@ -1,0 +1,54 @@
+"""`audian-pipeline run`: materialise every asset for a day range, in one process, one run.
+
+The lake assets run as one single-run backfill over the range (their BackfillPolicy), then the
+report assets, which are not partitioned, run once over the warehouse.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from audian_pipeline import definitions
+from audian_pipeline.assets.partitions import daily_partitions
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat()}
+
+
+def instance() -> dg.DagsterInstance:
+    """The instance in DAGSTER_HOME (default ./dagster_home), so runs show in `dagster dev`."""
+    home = os.environ.get("DAGSTER_HOME") or str(Path("dagster_home").resolve())
+    if Path(home, "dagster.yaml").exists():
+        os.environ["DAGSTER_HOME"] = home
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def check_range(first: date, last: date) -> None:
+    if last < first:
+        raise ValueError(f"--end {last} is before --start {first}")
+    keys = daily_partitions.get_partition_keys()
+    if first.isoformat() < keys[0] or last.isoformat() > keys[-1]:
+        raise ValueError(f"days must lie within the partitions {keys[0]}..{keys[-1]} "
+                         "(set AUDIAN_PARTITIONS_START for an earlier start)")
+
+
+def run_range(first: date, last: date, resources: dict | None = None,
+              dagster_instance: dg.DagsterInstance | None = None) -> int:
+    """Returns a process exit code: 0 when every step and blocking check succeeded."""
+    check_range(first, last)
+    resources = resources or definitions.resources()
+    dagster_instance = dagster_instance or instance()
+    lake = dg.materialize(definitions.partitioned_assets, resources=resources, instance=dagster_instance,
+                          tags=range_tags(first, last), raise_on_error=False)
+    if not lake.success:
+        return 1
+    reports = dg.materialize(definitions.report_assets, resources=resources, instance=dagster_instance,
+                             raise_on_error=False)
+    return 0 if reports.success else 1
