@@ -7,10 +7,18 @@ import os
 
 import dagster as dg
 
+from audian_pipeline.assets.audio import recording_audio
+from audian_pipeline.assets.calls import calls
+from audian_pipeline.assets.events import recording_events
 from audian_pipeline.assets.recordings import recordings
 from audian_pipeline.client.resource import AudianResource
 from audian_pipeline.lake.resource import LakeResource
+from audian_pipeline.sensors import audio_archive_job, recording_completed_sensor
 from audian_pipeline.settings import DEFAULT_API_URL, DEMO_API_KEY
+
+partitioned_assets = [recordings, recording_events, calls, recording_audio]
+"""Every asset on the shared daily partitions, in dependency order."""
+report_assets: list = []
 
 
 def _env(name: str, default: str) -> str | dg.EnvVar:
@@ -19,15 +27,18 @@ def _env(name: str, default: str) -> str | dg.EnvVar:
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
-def resources() -> dict:
+def resources(api_url: str | None = None) -> dict:
+    """The resources from the environment; `api_url` overrides AUDIAN_API_URL (the demo's emulator)."""
     return {
-        "audian": AudianResource(api_url=_env("AUDIAN_API_URL", DEFAULT_API_URL),
+        "audian": AudianResource(api_url=api_url or _env("AUDIAN_API_URL", DEFAULT_API_URL),
                                  api_key=_env("AUDIAN_API_KEY", DEMO_API_KEY)),
         "lake": LakeResource(data_dir=_env("AUDIAN_DATA_DIR", "./data")),
     }
 
 
 defs = dg.Definitions(
-    assets=[recordings],
+    assets=[*partitioned_assets, *report_assets],
+    jobs=[audio_archive_job],
+    sensors=[recording_completed_sensor],
     resources=resources(),
 )
