@@ -1,0 +1,24 @@
+-- recording_audio: the archive manifest, one row per recording: did we download, verify and archive its audio?
+-- outcome = 'verified' means the file under audio/YYYY/MM/DD/ matched Audian's size and checksum and probed as audio.
+CREATE TABLE recording_audio (
+    recording_id       VARCHAR     NOT NULL,
+    created_at         TIMESTAMPTZ NOT NULL,
+    outcome            VARCHAR     NOT NULL,
+    reason             VARCHAR,              -- why it is not verified, when it is not
+    path               VARCHAR,              -- archive path relative to AUDIAN_DATA_DIR
+    bytes              BIGINT,
+    expected_bytes     BIGINT,
+    sha256             VARCHAR,
+    expected_sha256    VARCHAR,
+    declared_format    VARCHAR,
+    probed_format      VARCHAR,
+    probed_duration    DOUBLE,
+    probed_sample_rate INTEGER,
+    probed_channels    SMALLINT,
+    attempts           INTEGER     NOT NULL,
+    first_attempt_at   TIMESTAMPTZ,
+    last_attempt_at    TIMESTAMPTZ,
+    verified_at        TIMESTAMPTZ,
+    partition_date     DATE        NOT NULL
+);
+COMMENT ON TABLE recording_audio IS 'Archive manifest: one row per recording; outcome = ''verified'' when the archived file checked out.';

@@ -1,0 +1,192 @@
+"""How long the warehouse load and each report take, beside DuckDB reading the lake directly.
+
+Run: `.venv/bin/python tests/benchmarks/bench_warehouse.py [--days 30] [--per-day 2000] [--repeat 3]`.
+It writes a synthetic lake (recordings, calls, the audio manifest and webhook events, one
+Parquet partition per UTC day, through the lake's own `write_partition`) into a temporary
+directory, then times:
+- a full rebuild of warehouse.duckdb from the whole lake;
+- an incremental load of the last 3 days (what the daily schedule does: copy, replace the
+  days in one transaction, swap);
+- each report view, read from the published warehouse through `read_report` (open read-only,
+  query, close), and the same durations aggregate run by DuckDB straight over
+  `read_parquet('lake/recordings/*/*.parquet')` with no warehouse at all.
+Figures are the best of `--repeat` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from audian_pipeline.lake.parquet import write_partition  # noqa: E402
+from audian_pipeline.lake.paths import warehouse_path  # noqa: E402
+from audian_pipeline.lake.schemas import SCHEMAS  # noqa: E402
+from audian_pipeline.warehouse.load import load_warehouse  # noqa: E402
+from audian_pipeline.warehouse.reports import REPORTS, read_report  # noqa: E402
+
+FORMATS = np.array(["mp3", "wav", "opus"])
+REASONS = np.array(["storage_error", "quota_exceeded", "encoding_error", "no_audio"])
+OUTCOMES = np.array(["verified", "verified", "verified", "verified", "download_failed", "checksum_mismatch"])
+
+
+def _ts(values: np.ndarray) -> pa.Array:
+    """Epoch microseconds -> UTC timestamps."""
+    return pa.array(values.astype("int64"), type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+
+
+def synthetic_day(day: date, per_day: int, rng: np.random.Generator, now: datetime) -> dict[str, pa.Table]:
+    """One day's partitions of the four lake tables, with Audian-like mixes of every column."""
+    start_us = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1e6)
+    now_us = int(now.timestamp() * 1e6)
+    n = per_day
+    ids = np.array([f"rec_{day:%Y%m%d}_{i:06d}" for i in range(n)])
+    call_ids = np.array([f"call_{day:%Y%m%d}_{i:06d}" for i in range(n)])
+    created = start_us + np.sort(rng.integers(0, 86_400_000_000, n))
+    duration = rng.integers(3, 1800, n).astype("int32")
+    failed = rng.random(n) < 0.06
+    fmt = FORMATS[rng.choice(3, n, p=[0.6, 0.15, 0.25])]
+    channels = rng.choice([1, 2], n).astype("int16")
+    file_size = np.where(failed, 0, duration.astype("int64") * np.where(fmt == "wav", 16000, 8000) * channels)
+    expires = created + 30 * 86_400_000_000
+    deleted = np.where((expires < now_us) | (rng.random(n) < 0.01), now_us, -1)
+    completed = created + (duration.astype("int64") + 60) * 1_000_000
+    recordings = pa.table({
+        "recording_id": ids, "call_id": call_ids, "status": np.where(failed, "failed", "completed"),
+        "duration": duration, "file_size": file_size, "created_at": _ts(created), "file_format": fmt,
+        "bitrate": np.where(fmt == "mp3", 64, np.where(fmt == "opus", 32, 256)).astype("int32"),
+        "sample_rate": np.where(fmt == "opus", 48000, 8000).astype("int32"), "channels": channels,
+        "completed_at": pa.array(np.where(failed, None, completed).tolist(), type=pa.int64()).cast(SCHEMAS["recordings"].field("completed_at").type),
+        "expires_at": _ts(expires), "first_seen_at": _ts(created + 120_000_000),
+        "last_seen_at": _ts(np.full(n, now_us)), "detail_fetched_at": _ts(created + 120_000_000),
+        "deleted_at": pa.array(np.where(deleted < 0, None, deleted).tolist(), type=pa.int64()).cast(SCHEMAS["recordings"].field("deleted_at").type),
+    })
+    numbers = rng.integers(2_000_000, 9_999_999, (n, 2))
+    calls = pa.table({
+        "call_id": call_ids,
+        "from_number": [f"+1555{a:07d}" for a in numbers[:, 0]], "to_number": [f"+1555{b:07d}" for b in numbers[:, 1]],
+        "direction": np.where(rng.random(n) < 0.5, "inbound", "outbound"), "status": np.full(n, "completed"),
+        "call_flow_id": np.full(n, "flow_1"), "started_at": _ts(created - 5_000_000), "answered_at": _ts(created - 2_000_000),
+        "ended_at": _ts(created + duration.astype("int64") * 1_000_000 + 10_000_000),
+        "duration": (duration + rng.integers(5, 120, n)).astype("int32"), "fetched_at": _ts(np.full(n, now_us)),
+    })
+    ok = ~failed
+    outcome = OUTCOMES[rng.integers(0, len(OUTCOMES), n)][ok]
+    m = int(ok.sum())
+    verified = outcome == "verified"
+    audio = pa.table({
+        "recording_id": ids[ok], "created_at": _ts(created[ok]), "outcome": outcome,
+        "reason": np.where(verified, None, outcome).tolist(),
+        "path": [f"audio/{day:%Y/%m/%d}/{i}.{f}" for i, f in zip(ids[ok], fmt[ok])],
+        "bytes": file_size[ok], "expected_bytes": file_size[ok], "sha256": np.full(m, "0" * 64),
+        "expected_sha256": np.full(m, "0" * 64), "declared_format": fmt[ok], "probed_format": fmt[ok],
+        "probed_duration": duration[ok].astype("float64"), "probed_sample_rate": np.full(m, 8000, dtype="int32"),
+        "probed_channels": channels[ok], "attempts": np.ones(m, dtype="int32"),
+        "first_attempt_at": _ts(completed[ok] + 60_000_000), "last_attempt_at": _ts(completed[ok] + 60_000_000),
+        "verified_at": pa.array(np.where(verified, completed[ok] + 61_000_000, None).tolist(), type=pa.int64()).cast(SCHEMAS["recording_audio"].field("verified_at").type),
+    })
+    event = np.where(failed, "recording.failed", "recording.completed")
+    events = pa.table({
+        "webhook_id": [f"msg_{i}" for i in ids], "event": event, "recording_id": ids, "call_id": call_ids,
+        "occurred_at": _ts(completed), "received_at": _ts(completed + 1_000_000),
+        "reason": np.where(failed, REASONS[rng.integers(0, 4, n)], None).tolist(),
+        "checksum_sha256": np.where(failed, None, "0" * 64).tolist(),
+        "download_url": np.where(failed, None, "https://storage.example/x").tolist(),
+        "payload": np.full(n, "{}"),
+    })
+    return {"recordings": recordings, "calls": calls, "recording_audio": audio, "recording_events": events}
+
+
+def write_synthetic_lake(data_dir: Path, days: list[date], per_day: int, seed: int = 1,
+                         now: datetime | None = None) -> dict[str, int]:
+    """Write the days' partitions of all four tables; returns rows written per table."""
+    rng = np.random.default_rng(seed)
+    now = now or datetime.combine(max(days) + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    totals = dict.fromkeys(SCHEMAS, 0)
+    for day in days:
+        for table, data in synthetic_day(day, per_day, rng, now).items():
+            write_partition(data_dir, table, day, data.cast(SCHEMAS[table]))
+            totals[table] += data.num_rows
+    return totals
+
+
+DIRECT_DURATIONS = """
+SELECT (created_at AT TIME ZONE 'UTC')::DATE AS day, coalesce(file_format, 'unknown') AS file_format, channels,
+       count(*) AS recordings, sum(duration) AS total, avg(duration) AS mean,
+       quantile_cont(duration, 0.5) AS p50, quantile_cont(duration, 0.9) AS p90, max(duration) AS max
+FROM read_parquet(?)
+WHERE status IN ('stopped', 'processing', 'completed', 'failed')
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+def best_of(repeat: int, fn) -> tuple[float, object]:
+    best, value = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=30, help="days of lake partitions (default 30)")
+    parser.add_argument("--per-day", type=int, default=2000, help="recordings per day (default 2000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure, best kept (default 3)")
+    args = parser.parse_args(argv)
+
+    last = date(2026, 11, 20)
+    days = [last - timedelta(days=i) for i in range(args.days)][::-1]
+    as_of = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        started = time.perf_counter()
+        totals = write_synthetic_lake(data_dir, days, args.per_day, now=as_of)
+        print(f"synthetic lake: {args.days} days x {args.per_day:,} recordings -> "
+              + ", ".join(f"{t} {n:,}" for t, n in totals.items()) + f" rows ({time.perf_counter() - started:.1f} s to write)")
+        quota = 50 * 1024**3
+
+        full, result = best_of(args.repeat, lambda: load_warehouse(
+            data_dir, None, storage_quota_bytes=quota, as_of=as_of, rebuild=True))
+        size = warehouse_path(data_dir).stat().st_size
+        print(f"\nfull rebuild from the lake       {full * 1000:8.1f} ms   ({size / 1e6:.1f} MB warehouse.duckdb)")
+        incr, _ = best_of(args.repeat, lambda: load_warehouse(
+            data_dir, days[-3:], storage_quota_bytes=quota, as_of=as_of))
+        print(f"incremental load of 3 days       {incr * 1000:8.1f} ms   (copy, replace 3 days in one transaction, swap)")
+        one, _ = best_of(args.repeat, lambda: load_warehouse(
+            data_dir, days[-1:], storage_quota_bytes=quota, as_of=as_of))
+        print(f"incremental load of 1 day        {one * 1000:8.1f} ms")
+
+        print("\nreport (open read-only, query, close)")
+        path = warehouse_path(data_dir)
+        for name in REPORTS:
+            seconds, report = best_of(args.repeat, lambda name=name: read_report(path, name))
+            print(f"  report_{name:<24} {seconds * 1000:8.1f} ms   {len(report.rows):>5} rows")
+
+        glob = str(data_dir / "lake" / "recordings" / "*" / "*.parquet")
+        with duckdb.connect() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            direct, rows = best_of(args.repeat, lambda: con.execute(DIRECT_DURATIONS, [glob]).fetchall())
+        with duckdb.connect(str(path), read_only=True) as con:
+            same = con.execute(
+                "SELECT day, file_format, channels, recordings, total_duration_s, max_duration_s FROM report_durations"
+            ).fetchall()
+            warehouse_agg, _ = best_of(args.repeat, lambda: con.execute("SELECT * FROM report_durations").fetchall())
+        assert [(r[0], r[1], r[2], r[3], r[4], r[8]) for r in rows] == same, "direct aggregate differs from the view"
+        print("\ndurations aggregate, same figures (view also joins calls)")
+        print(f"  DuckDB over lake Parquet       {direct * 1000:8.1f} ms   read_parquet('lake/recordings/*/*.parquet')")
+        print(f"  warehouse view, open conn      {warehouse_agg * 1000:8.1f} ms   SELECT * FROM report_durations")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
