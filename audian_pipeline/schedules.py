@@ -11,8 +11,8 @@ days before yesterday too; unchanged recordings cost no detail call or download.
 
 daily_job = dg.define_asset_job(
     "daily_job",
-    selection=dg.AssetSelection.groups("lake", "warehouse"),
-    description="Every lake asset and the warehouse for a range of days, in one run.",
+    selection=dg.AssetSelection.groups("lake", "warehouse", "reports"),
+    description="Every lake asset, the warehouse and the reports for a range of days, in one run.",
 )
 
 
