@@ -16,6 +16,10 @@ from audian_pipeline import definitions
 from audian_pipeline.assets.partitions import daily_partitions
 
 
+CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+"""Progress (one line per asset and day) without Dagster's step-by-step DEBUG events."""
+
+
 def range_tags(first: date, last: date) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": first.isoformat(),
             "dagster/asset_partition_range_end": last.isoformat()}
@@ -46,9 +50,9 @@ def run_range(first: date, last: date, resources: dict | None = None,
     resources = resources or definitions.resources()
     dagster_instance = dagster_instance or instance()
     lake = dg.materialize(definitions.partitioned_assets, resources=resources, instance=dagster_instance,
-                          tags=range_tags(first, last), raise_on_error=False)
+                          tags=range_tags(first, last), run_config=CONSOLE_INFO, raise_on_error=False)
     if not lake.success:
         return 1
     reports = dg.materialize(definitions.report_assets, resources=resources, instance=dagster_instance,
-                             raise_on_error=False)
+                             run_config=CONSOLE_INFO, raise_on_error=False)
     return 0 if reports.success else 1
