@@ -7,6 +7,7 @@ report assets, which are not partitioned, run once over the warehouse.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -52,7 +53,29 @@ def run_range(first: date, last: date, resources: dict | None = None,
     lake = dg.materialize(definitions.partitioned_assets, resources=resources, instance=dagster_instance,
                           tags=range_tags(first, last), run_config=CONSOLE_INFO, raise_on_error=False)
     if not lake.success:
-        return 1
+        return _explain(lake)
     reports = dg.materialize(definitions.report_assets, resources=resources, instance=dagster_instance,
                              run_config=CONSOLE_INFO, raise_on_error=False)
-    return 0 if reports.success else 1
+    return 0 if reports.success else _explain(reports)
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """What failed, in the words of the error we raised (not Dagster's wrapper around it)."""
+    messages = []
+    for event in result.all_events:
+        if not (event.is_step_failure or event.is_resource_init_failure):
+            continue
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+            error = error.cause
+        if error is not None:
+            message = f"{event.step_key or 'resources'} failed: {error.message.strip()}"
+            if message not in messages:
+                messages.append(message)
+    return messages
+
+
+def _explain(result: dg.ExecuteInProcessResult) -> int:
+    for message in failure_messages(result):
+        print(message, file=sys.stderr)
+    return 1

@@ -154,8 +154,16 @@ def test_a_path_like_recording_id_never_writes_outside_the_archive(fresh_emulato
     assert made.status_code == 201
     emu.account.clock.advance(600)
     before = {p for p in tmp_path.rglob("*")}
-    result = run(emu, data_dir, emu.account.now().date())
-    assert result.success
+    result = dg.materialize(
+        [recordings, recording_audio],
+        resources={"audian": AudianResource(api_url=emu.api_url, api_key=DEMO_API_KEY),
+                   "lake": LakeResource(data_dir=str(data_dir))},
+        partition_key=emu.account.now().date().isoformat(), raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "not safe as file names" in failure.event_specific_data.error.message
+    assert "report the IDs to Audian" in failure.event_specific_data.error.message
     rows = manifest(data_dir, emu.account.now().date())
     assert rows[bad_id]["outcome"] == "unsafe_id"
     created = {p for p in tmp_path.rglob("*")} - before

@@ -45,6 +45,7 @@ def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, l
                          result.downloaded, result.bytes_downloaded / 1e6, result.mb_per_second)
         days.append(result)
     requests = Counter(client.stats) - before
+    _fail_on_unsafe_ids(days)
     at_risk = [rid for d in days for rid in d.at_risk]
     return dg.MaterializeResult(
         metadata=_metadata(days, requests, lake),
@@ -54,6 +55,22 @@ def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, l
             description=f"{len(at_risk)} completed recording(s) unverified within 48 h of deletion" if at_risk else None,
         )],
     )
+
+
+def _fail_on_unsafe_ids(days: list[ArchiveDay]) -> None:
+    """An ID that cannot be a file name is a broken promise of the API, not something to skip
+    quietly: the manifest keeps it as `unsafe_id` (nothing was written), and the run fails."""
+    unsafe = [(d.day, rid) for d in days for rid in d.unsafe_ids]
+    if unsafe:
+        shown = ", ".join(f"{rid!r} ({day})" for day, rid in unsafe[:5])
+        raise dg.Failure(
+            description=(
+                f"{len(unsafe)} recording ID(s) are not safe as file names and were not downloaded: {shown}. "
+                "Nothing was written outside the archive and the manifest records them as unsafe_id; "
+                "report the IDs to Audian. Every other recording of these days was archived."
+            ),
+            metadata={"unsafe_ids": dg.MetadataValue.json([rid for _, rid in unsafe])},
+        )
 
 
 def _metadata(days: list[ArchiveDay], requests: Counter, lake: LakeResource) -> dict:

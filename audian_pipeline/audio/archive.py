@@ -9,6 +9,7 @@ reader could mistake for a recording.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -22,7 +23,7 @@ from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.audio.verify import Expected, Verification, verify
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.errors import AudianError, NotFound
-from audian_pipeline.lake.files import fsync_dir, publish, remove_stale_temporaries, temp_path_for
+from audian_pipeline.lake.files import data_dir_error, fsync_dir, publish, remove_stale_temporaries, temp_path_for
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.paths import UnsafeIdentifier, archive_path, events_db, quarantine_path
 
@@ -42,6 +43,7 @@ class ArchiveDay:
     oldest_unarchived: dict | None
     at_risk: list[str] = field(default_factory=list)
     """Completed recordings not verified and within 48 hours of Audian's deletion."""
+    unsafe_ids: list[str] = field(default_factory=list)
 
     @property
     def mb_per_second(self) -> float:
@@ -85,6 +87,7 @@ class Archiver:
             outcomes=dict(Counter(r["outcome"] for r in rows)),
             oldest_unarchived=_oldest_unarchived(recordings, rows),
             at_risk=_at_risk(recordings, rows, self.now),
+            unsafe_ids=[r["recording_id"] for r in rows if r["outcome"] == "unsafe_id"],
         )
 
     # ---- one recording -------------------------------------------------------------------------
@@ -112,14 +115,18 @@ class Archiver:
         return previous["outcome"] in ("gone", "unsafe_id")
 
     def _download(self, row: dict, rec: dict, final: Path) -> dict:
-        final.parent.mkdir(parents=True, exist_ok=True)
         temp = temp_path_for(final)
         digest = hashlib.sha256()
         try:
+            final.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "wb") as sink:
                 result = self.client.download(rec["recording_id"], sink, digest.update)
                 sink.flush()
                 os.fsync(sink.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+            raise data_dir_error(exc, final) from None
         except NotFound:
             temp.unlink(missing_ok=True)
             return self._finish(row, Verification("gone", "Audian answered 404 for the download"), None)

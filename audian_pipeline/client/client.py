@@ -190,14 +190,16 @@ class AudianClient:
         sink: IO[bytes],
         on_chunk: Callable[[bytes], None] | None = None,
         max_resumes: int = 5,
+        max_renewals: int = 3,
     ) -> DownloadResult:
         """Stream a recording into `sink`; a cut connection resumes with Range where it stopped.
 
-        An expired URL (403) is renewed once through the API. Raises `NotFound` when the
+        A refused URL (403: expired, or refused by a storage host having a bad moment) is
+        renewed through the API up to `max_renewals` times. Raises `NotFound` when the
         recording is gone, `StorageError` when the storage host keeps failing.
         """
         url = self.download_location(recording_id)
-        written, resumed, renewed = 0, 0, False
+        written, resumed, renewed = 0, 0, 0
         while True:
             try:
                 written += self._stream(url, written, sink, on_chunk)
@@ -210,12 +212,12 @@ class AudianClient:
                         f"download of {recording_id} was cut {resumed} times; it will be retried on the next run"
                     ) from None
             except _Expired:
-                if renewed:
+                renewed += 1
+                if renewed > max_renewals:
                     raise errors.StorageError(
-                        f"the storage host refused the download of {recording_id} (403) twice; "
-                        "the temporary URL is expired or was altered"
+                        f"the storage host refused the download of {recording_id} (403) {renewed} times, "
+                        "each with a fresh temporary URL; it will be retried on the next run"
                     ) from None
-                renewed = True
                 url = self.download_location(recording_id)
 
     def _stream(self, url: str, start: int, sink: IO[bytes], on_chunk: Callable[[bytes], None] | None) -> int:

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from audian_pipeline.client.models import FILE_FORMATS, PARTICIPANTS, MalformedResponse, parse_timestamp
 from audian_pipeline.emulator.account import Account, CallRecord, RecordingRecord, iso, stable_hash
 from audian_pipeline.emulator.audio import AudioCache, content_type
-from audian_pipeline.emulator.faults import Faults
+from audian_pipeline.emulator.faults import MALFORMED_KINDS, FaultConfig, Faults
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -69,6 +69,8 @@ class Emulator:
         self.signing_key = signing_key or hashlib.sha256(f"storage-{account.seed}".encode()).digest()
         self.requests_served = 0
         self.quota_bytes = quota_bytes
+        self.issued_signatures: set[str] = set()
+        """Every signature handed out, so tests can search logs and files for them."""
 
     def quota_full(self) -> bool:
         """Audian's quota is not reported by its API; the emulator enforces one if given."""
@@ -84,7 +86,9 @@ class Emulator:
 
     def signed_url(self, rec: RecordingRecord) -> str:
         expires = int((self.account.now() + URL_LIFETIME).timestamp())
-        query = urlencode({"expires": expires, "signature": self._signature(rec.recording_id, expires)})
+        signature = self._signature(rec.recording_id, expires)
+        self.issued_signatures.add(signature)
+        query = urlencode({"expires": expires, "signature": signature})
         return f"{self.storage_base_url}/files/{rec.recording_id}.{EXTENSIONS[rec.file_format]}?{query}"
 
     def check_signature(self, recording_id: str, expires: str, signature: str) -> str | None:
@@ -124,6 +128,8 @@ def api_app(emu: Emulator) -> Starlette:
         emu.requests_served += 1
         if not emu.authorized(request):
             return error(401, "unauthorized", "Missing or invalid API key")
+        if request.url.path.startswith("/_emulator"):  # the control plane never fails on purpose
+            return None
         return await emu.injected_fault(request)
 
     def endpoint(handler):
@@ -131,7 +137,12 @@ def api_app(emu: Emulator) -> Starlette:
             early = await guard(request)
             if early is not None:
                 return early
-            return await handler(request)
+            answer = await handler(request)
+            key = f"{request.method} {request.url.path}?{request.url.query}"
+            if (answer.status_code == 200 and isinstance(answer, JSONResponse) and request.url.path.startswith("/v2/")
+                    and emu.faults.should("malformed", key)):
+                return _malformed(answer, MALFORMED_KINDS[stable_hash(emu.account.seed, key) % len(MALFORMED_KINDS)])
+            return answer
 
         return wrapped
 
@@ -266,6 +277,21 @@ def api_app(emu: Emulator) -> Starlette:
     return app
 
 
+def _malformed(answer: JSONResponse, kind: str) -> Response:
+    """A 200 whose body breaks the contract in one of the ways a real API sometimes does."""
+    if kind == "invalid_json":
+        return Response(answer.body[: len(answer.body) // 2], media_type="application/json")
+    body = json.loads(answer.body)
+    target = body["data"][0] if isinstance(body.get("data"), list) and body["data"] else body
+    if kind == "missing_field":
+        target.pop("created_at", target.pop("call_id", None))
+    elif kind == "wrong_type":
+        target["duration"] = "three hundred"
+    else:
+        target["status"] = "archived"
+    return JSONResponse(body)
+
+
 def _list_page(account: Account, since: datetime | None, call_id: str | None, limit: int, offset: int) -> dict:
     now = account.now()
     matching = account.visible(now, since)
@@ -324,8 +350,19 @@ def control_routes(emu: Emulator, endpoint) -> list[Route]:
         made = emu.account.create_recordings(int(body.get("count", 1)), rng_key="control", **overrides)
         return JSONResponse({"recording_ids": [r.recording_id for r in made]}, 201)
 
+    async def set_faults(request: Request) -> Response:
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            emu.faults.replace(FaultConfig(**body))
+        except (TypeError, ValueError) as exc:
+            return error(400, "invalid_request", str(exc))
+        return JSONResponse(emu.faults.snapshot())
+
     return [
         Route("/_emulator/state", state, methods=["GET"]),
+        Route("/_emulator/faults", endpoint(set_faults), methods=["POST"]),
         Route("/_emulator/clock", endpoint(advance_clock), methods=["POST"]),
         Route("/_emulator/recordings", endpoint(create), methods=["POST"]),
     ]
@@ -343,6 +380,8 @@ def storage_app(emu: Emulator) -> Starlette:
             return error(404, "not_found", "No such file")
         rid = match["rid"]
         why = emu.check_signature(rid, request.query_params.get("expires", ""), request.query_params.get("signature", ""))
+        if why is None and emu.faults.should("forbidden", f"{rid} {request.query_params.get('signature')}"):
+            why = "URL expired"
         if why:
             return error(403, "forbidden", f"Access denied: {why}")
         rec = emu.account.get_recording(rid)

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, fields
 
 from audian_pipeline.emulator.account import stable_hash
 
-FAULT_NAMES = ("server_error", "rate_limited", "drift", "cut", "corrupt", "webhook_duplicate")
+FAULT_NAMES = ("server_error", "rate_limited", "drift", "cut", "corrupt", "webhook_duplicate", "forbidden",
+               "malformed")
+MALFORMED_KINDS = ("invalid_json", "missing_field", "wrong_type", "unknown_status")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class FaultConfig:
     cut: float = 0.0
     corrupt: float = 0.0
     webhook_duplicate: float = 0.0
+    forbidden: float = 0.0
+    """The storage host answers 403 to a valid signed URL, as to an expired one."""
+    malformed: float = 0.0
+    """A 200 answer whose body breaks the contract (see MALFORMED_KINDS); not retryable."""
     retry_after_seconds: int = 1
     max_consecutive: int = 2
 
@@ -89,6 +95,11 @@ class Faults:
     def count(self, fault: str, n: int = 1) -> None:
         with self._lock:
             self.injected[fault] += n
+
+    def replace(self, config: FaultConfig) -> None:
+        """Change the rates at run time (`POST /_emulator/faults`); counts are kept."""
+        with self._lock:
+            self.config = config
 
     def snapshot(self) -> dict:
         with self._lock:

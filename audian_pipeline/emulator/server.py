@@ -27,6 +27,16 @@ from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
 log = logging.getLogger("audian_pipeline.emulator")
 
 
+class _QuietInjectedCuts(logging.Filter):
+    """A connection the emulator cuts on purpose is not an error worth a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionAbortedError))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietInjectedCuts())
+
+
 def bind(host: str, port: int) -> socket.socket:
     """Bind before serving, so port 0 gives a known free port before any URL is built."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

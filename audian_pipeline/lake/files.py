@@ -17,6 +17,19 @@ from typing import IO, Iterator
 TEMP_PREFIX = ".tmp-"
 
 
+class DataDirError(RuntimeError):
+    """Writing under AUDIAN_DATA_DIR failed (disk full, read-only, not a directory)."""
+
+
+def data_dir_error(exc: OSError, target: Path) -> DataDirError:
+    """One message naming the cause and the fix; what was stored before is untouched."""
+    cause = exc.strerror or str(exc)
+    return DataDirError(
+        f"could not write {target}: {cause}. Free space on the disk holding AUDIAN_DATA_DIR, make it writable, "
+        "or point AUDIAN_DATA_DIR at another directory, then run again: what was already stored is unchanged."
+    )
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -32,16 +45,19 @@ def temp_path_for(target: Path) -> Path:
 @contextlib.contextmanager
 def atomic_writer(target: Path) -> Iterator[IO[bytes]]:
     """Yield a file to write; on success it replaces `target` atomically and durably."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(target)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         publish(temp, target)
+    except OSError as exc:
+        raise data_dir_error(exc, target) from None
     finally:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
 
 
 def publish(temp: Path, target: Path) -> None:
