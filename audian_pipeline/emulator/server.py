@@ -136,8 +136,9 @@ def start_emulator(**options) -> RunningEmulator:
 def serve(**options) -> None:
     """Serve in the foreground until interrupted (Ctrl-C stops both listeners)."""
     running, servers = build(**options)
-    log.warning("Audian emulator: API %s, storage %s, %d recordings listed, seed %s",
-                running.api_url, running.storage_url, len(running.account.visible()), running.account.seed)
+    print(f"Audian emulator: API {running.api_url}, storage {running.storage_url}, "
+          f"{len(running.account.visible())} recordings listed, seed {running.account.seed}; Ctrl-C stops it",
+          flush=True)
     if running.delivery:
         running.delivery.start()
     try:
