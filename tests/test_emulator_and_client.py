@@ -286,7 +286,7 @@ def test_quota_exceeded_is_final_and_typed(fresh_emulator):
     call_id = next(iter(emu.account.calls))
     with AudianClient(emu.api_url, DEMO_API_KEY, backoff=0.01) as c:
         with pytest.raises(errors.QuotaExceeded, match="quota"):
-            c._request("POST", f"/v2/calls/{call_id}/record/start", "control", json={"format": "mp3"})
+            c._request("POST", f"/v2/calls/{call_id}/record/start", "control", json_body={"format": "mp3"})
         assert c.stats["retries"] == 0
 
 

@@ -38,8 +38,12 @@ logging.getLogger("uvicorn.error").addFilter(_QuietInjectedCuts())
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """Bind before serving, so port 0 gives a known free port before any URL is built."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Bind before serving, so port 0 gives a known free port before any URL is built.
+
+    The protocol must be IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets
+    whose proto says TCP, and without it every keep-alive answer waits ~40 ms for the
+    client's delayed ACK (Nagle), which would make the emulator 80 times slower than it is."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
