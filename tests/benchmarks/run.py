@@ -1,0 +1,897 @@
+"""The pipeline's benchmark: each measurement beside a baseline measured in the same run.
+
+Run: `.venv/bin/python tests/benchmarks/run.py [--quick]` (or `make bench`). Prints a report
+and writes it as JSON to `tests/benchmarks/results/latest.json`.
+
+The emulator runs as a subprocess (`audian-pipeline emulator`, frozen clock, no faults), so
+the code measured and the server it talks to do not share a GIL. On a 2-core machine that
+still means the two processes share the CPUs: absolute numbers are this machine's, only the
+ratios to the baseline travel.
+
+Sections (each a function `bench_<key>(bench) -> Section`, listed in SECTIONS):
+
+1. foundation: AudianClient's list paging and downloads vs a plain `requests` loop.
+2. recordings_index: `sync_day` cold and warm vs a plain `requests` loop making the same calls.
+
+To add a section, write a function like those below and append it to SECTIONS; the report,
+the JSON file and the goal summary (exit status 1 on a failed goal with --strict) pick it up.
+`bench_audio_archive` documents the next one; it is not in SECTIONS yet.
+
+Before the sections, a probe compares a keep-alive round trip with a new-connection one: if
+keep-alive requests stall (~40 ms, Nagle / delayed ACK on the emulator's sockets), the report
+says so and marks the verdicts that the stall makes meaningless with `*`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # so that `python tests/benchmarks/run.py` imports the checkout
+
+from audian_pipeline.client.client import DOWNLOAD_CHUNK, AudianClient  # noqa: E402
+from audian_pipeline.client.models import format_timestamp  # noqa: E402
+from audian_pipeline.recordings import day_bounds, sync_day  # noqa: E402
+from audian_pipeline.settings import DEMO_API_KEY  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLOCK = "2026-11-20T15:30:00Z"
+SEED = 1
+LIST_LIMIT = 200
+TIMEOUT = (5.0, 60.0)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big a run is. `full` is the issue's 30 days x 2,000 account."""
+
+    name: str
+    days: int
+    per_day: int
+    list_rounds: int  # full passes over the 30-day list, per side (at most; see budget_seconds)
+    download_files: int  # how many recordings the download passes fetch (mp3/wav/opus mix)
+    download_rounds: int
+    index_rounds: int  # loop / cold / warm repetitions of the day sync
+    budget_seconds: float  # per section: no new round starts that would end past it
+    max_file_bytes: int = 16 * 1024 * 1024  # keeps the synthesis of the warm-up pass bounded
+
+
+FULL = Profile("full", days=30, per_day=2000, list_rounds=3, download_files=40, download_rounds=5, index_rounds=3,
+               budget_seconds=75)
+QUICK = Profile("quick", days=5, per_day=400, list_rounds=3, download_files=24, download_rounds=5, index_rounds=3,
+                budget_seconds=15)
+
+
+# ---- report model ------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One measurement beside its baseline (None when there is no baseline to compare with)."""
+
+    label: str
+    ours: float
+    baseline: float | None
+    unit: str
+    higher_is_better: bool = True
+    digits: int = 0
+
+    @property
+    def advantage(self) -> float | None:
+        """How many times better ours is than the baseline (>1: ours is better)."""
+        if self.baseline is None or not self.ours or not self.baseline:
+            return None
+        return self.ours / self.baseline if self.higher_is_better else self.baseline / self.ours
+
+
+@dataclass
+class Goal:
+    text: str
+    passed: bool
+    measured: str
+    caveat: str = ""  # printed as PASS* / FAIL*: the verdict does not mean what the goal asks
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    ours_label: str = "ours"
+    baseline_label: str = "baseline"
+    rows: list[Row] = field(default_factory=list)
+    goals: list[Goal] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ---- the emulator subprocess ----------------------------------------------------------------------
+def _free_port(avoid: set[int] = frozenset()) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it if we die (Linux)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EmulatorProcess:
+    """`audian-pipeline emulator` in its own process and session, always stopped on exit."""
+
+    def __init__(self, profile: Profile, api_key: str, workdir: Path) -> None:
+        self.profile, self.api_key = profile, api_key
+        port = _free_port()
+        storage_port = _free_port({port})
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.storage_url = f"http://127.0.0.1:{storage_port}"
+        script = Path(sys.executable).with_name("audian-pipeline")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "audian_pipeline.cli"]
+        self.command = command + [
+            "emulator", "--port", str(port), "--storage-port", str(storage_port), "--seed", str(SEED),
+            "--days", str(profile.days), "--per-day", str(profile.per_day), "--clock", CLOCK,
+        ]
+        self.log_path = workdir / "emulator.log"
+        self.process: subprocess.Popen | None = None
+        self.ready_seconds = 0.0
+
+    def __enter__(self) -> "EmulatorProcess":
+        env = {**os.environ, "AUDIAN_API_KEY": self.api_key}
+        env.pop("AUDIAN_API_URL", None)
+        started = time.perf_counter()
+        with open(self.log_path, "wb") as log:
+            # Own session: Ctrl-C reaches only us, and we stop the emulator in __exit__.
+            self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        try:
+            self._wait_answers(self.api_url + "/_emulator/state")
+            self._wait_answers(self.storage_url + "/")
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_seconds = time.perf_counter() - started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def _wait_answers(self, url: str, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the emulator exited with {self.process.returncode} before answering:\n{self.log_tail()}")
+            try:
+                requests.get(url, timeout=2)
+                return
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the emulator did not answer at {url} within {timeout:.0f} s:\n{self.log_tail()}") from None
+                time.sleep(0.1)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)  # uvicorn shuts down gracefully (both listeners)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def state(self) -> dict:
+        return requests.get(self.api_url + "/_emulator/state", timeout=10).json()
+
+    def requests_served(self) -> int:
+        """API requests the emulator answered (storage requests are not counted by it)."""
+        return int(self.state()["requests_served"])
+
+
+@dataclass
+class Bench:
+    """What every section gets: the running emulator and the run's settings."""
+
+    profile: Profile
+    emulator: EmulatorProcess
+    api_key: str
+    clock: datetime
+    workdir: Path
+    stall: bool = False
+    peaks: dict[str, int] = field(default_factory=dict)  # whole-run VmHWM, kept across resets
+
+    def reset_peaks(self) -> bool:
+        """Fold both processes' peaks into `peaks`, then reset them to read one phase's own."""
+        self.fold_peaks()
+        return reset_peak_rss() and reset_peak_rss(self.emulator.pid)
+
+    def fold_peaks(self) -> None:
+        for name, pid in (("bench", "self"), ("emulator", self.emulator.pid)):
+            value = peak_rss(pid)
+            if value is not None:
+                self.peaks[name] = max(self.peaks.get(name, 0), value)
+
+    def client(self) -> AudianClient:
+        return AudianClient(self.emulator.api_url, self.api_key)
+
+    def plain_session(self, with_key: bool = True) -> requests.Session:
+        session = requests.Session()
+        if with_key:
+            session.headers.update({"X-Auth-Token": self.api_key, "Accept": "application/json"})
+        return session
+
+    @property
+    def day(self) -> date:
+        """The last full UTC day before the clock: a whole day of the account, all terminal."""
+        return self.clock.date() - timedelta(days=1)
+
+
+# ---- memory ----------------------------------------------------------------------------------
+def reset_peak_rss(pid: int | str = "self") -> bool:
+    """Linux >= 4.0: writing 5 to clear_refs resets VmHWM, so a phase's own peak can be read."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss(pid: int | str = "self") -> int | None:
+    """VmHWM (peak resident set) in bytes, since start or since the last reset."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of another process, in seconds (clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rusage_peak() -> int:
+    """getrusage's ru_maxrss of this process (kB on Linux): its peak over the whole run."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.0f} MiB"
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+class Timer:
+    def __enter__(self) -> "Timer":
+        self.cpu0, self.t0 = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = time.process_time() - self.cpu0
+
+
+def rounds_within(max_rounds: int, budget_seconds: float):
+    """Round numbers 0, 1, ...: at least one, at most max_rounds, and another only if one more
+    round of the slowest length so far still ends within the budget."""
+    started, slowest = time.perf_counter(), 0.0
+    for index in range(max_rounds):
+        elapsed = time.perf_counter() - started
+        if index and elapsed + slowest > budget_seconds:
+            return
+        round_start = time.perf_counter()
+        yield index
+        slowest = max(slowest, time.perf_counter() - round_start)
+
+
+def typical(values: list[float]) -> float:
+    """The median of the rounds: robust to one disturbed round, and to one lucky one."""
+    return statistics.median(values)
+
+
+def counter_delta(after: Counter, before: Counter) -> dict[str, int]:
+    delta = Counter(after)
+    delta.subtract(before)
+    return {k: v for k, v in sorted(delta.items()) if v}
+
+
+# ---- a check of the test bed ---------------------------------------------------------------------
+def probe_round_trips(emulator: EmulatorProcess, n: int = 25) -> dict:
+    """Median ms of a cheap GET (a 404) on one keep-alive connection vs a new connection each time.
+
+    On loopback both take about a millisecond. A keep-alive round trip near 40 ms is the
+    Nagle / delayed-ACK stall (the server writes headers and body separately without
+    TCP_NODELAY): every sequential request then waits for the client's delayed ACK, and
+    each measurement below is bounded by that wait rather than by the code measured.
+    """
+    url = emulator.api_url + "/v2/recordings/rec_no_such_recording"  # a cheap answer: 404 JSON
+    headers = {"X-Auth-Token": emulator.api_key}
+    keep, fresh = [], []
+    with requests.Session() as session:
+        session.get(url, timeout=TIMEOUT, headers=headers)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            session.get(url, timeout=TIMEOUT, headers=headers)
+            keep.append((time.perf_counter() - t0) * 1000)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        requests.get(url, timeout=TIMEOUT, headers={**headers, "Connection": "close"})
+        fresh.append((time.perf_counter() - t0) * 1000)
+    result = {"keep_alive_ms": statistics.median(keep), "new_connection_ms": statistics.median(fresh)}
+    result["stall"] = result["keep_alive_ms"] > 20 and result["keep_alive_ms"] > 5 * result["new_connection_ms"]
+    return result
+
+
+STALL_NOTE = (
+    "ANOMALY: a request on a keep-alive connection to the emulator takes {keep_alive_ms:.1f} ms, one on a new "
+    "connection {new_connection_ms:.1f} ms. That is the Nagle / delayed-ACK stall: the emulator's listening "
+    "sockets are created with proto 0 (audian_pipeline/emulator/server.py, bind()), so asyncio's "
+    "_set_nodelay skips them (it requires proto == IPPROTO_TCP) and uvicorn's separate header and body writes "
+    "wait ~40 ms for the client's delayed ACK. Every sequential request in this run pays it; rates that "
+    "depend on request count (listing, the loop baseline, warm re-runs) are bounded by it. Fix: "
+    "socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) in bind()."
+)
+
+
+# ---- 1. emulator + client ----------------------------------------------------------------------
+def bench_foundation(bench: Bench) -> Section:
+    section = Section("foundation", "1. Emulator + client (issue \"foundation\")",
+                      ours_label="AudianClient", baseline_label="requests loop")
+    _round_trip(bench, section)
+    _list_throughput(bench, section)
+    _download_throughput(bench, section)
+    section.notes += [
+        "The baseline uses one requests.Session per side (keep-alive, like the client's pooled "
+        "session), so connection setup is not what is compared.",
+        "The median of the alternating rounds (baseline, ours, baseline, ...) is reported; every round is in the JSON file.",
+    ]
+    return section
+
+
+def _round_trip(bench: Bench, section: Section, n: int = 40) -> None:
+    """Median time of one GET /v2/recordings/{id}, sequential: the per-call cost of each side.
+
+    In blocks (baseline n, ours n, twice), not interleaved call by call: two connections used
+    in turn disturb each other's delayed ACKs when the stall of `probe_round_trips` is present.
+    """
+    start, _ = day_bounds(bench.day)
+    api = bench.emulator.api_url
+    with bench.client() as client, bench.plain_session() as session:
+        ids = [i.recording_id for i in client.list_page(since=start, limit=n).items]
+
+        def plain(rid: str) -> None:
+            answer = session.get(f"{api}/v2/recordings/{rid}", timeout=TIMEOUT)
+            answer.raise_for_status()
+            answer.json()
+
+        times: dict[str, list[float]] = {"ours": [], "baseline": []}
+        for _ in range(2):
+            for side, call in (("baseline", plain), ("ours", client.get_recording)):
+                call(ids[-1])  # warms the connection
+                for rid in ids:
+                    t0 = time.perf_counter()
+                    call(rid)
+                    times[side].append(time.perf_counter() - t0)
+    median = {side: statistics.median(values) * 1000 for side, values in times.items()}
+    section.rows.append(Row(f"GET one recording (median of {len(times['ours'])})", median["ours"], median["baseline"],
+                            "ms", False, 2))
+
+
+def _list_throughput(bench: Bench, section: Section) -> None:
+    since = bench.clock - timedelta(days=30)
+    api = bench.emulator.api_url
+
+    def with_client() -> tuple[int, int]:
+        with bench.client() as client:
+            offset, listed, pages = 0, 0, 0
+            while True:
+                page = client.list_page(since=since, limit=LIST_LIMIT, offset=offset)
+                pages += 1
+                listed += len(page.items)
+                if not page.has_more or not page.items:
+                    return listed, pages
+                offset += len(page.items)
+
+    def with_requests() -> tuple[int, int]:
+        with bench.plain_session() as session:
+            offset, listed, pages = 0, 0, 0
+            while True:
+                answer = session.get(f"{api}/v2/recordings", timeout=TIMEOUT,
+                                     params={"since": format_timestamp(since), "limit": LIST_LIMIT, "offset": offset})
+                answer.raise_for_status()
+                body = answer.json()
+                pages += 1
+                listed += len(body["data"])
+                if not body["pagination"]["has_more"] or not body["data"]:
+                    return listed, pages
+                offset += len(body["data"])
+
+    rounds: dict[str, list[dict]] = {"ours": [], "baseline": []}
+    for _ in rounds_within(bench.profile.list_rounds, bench.profile.budget_seconds / 2):
+        for side, run in (("baseline", with_requests), ("ours", with_client)):
+            served, emulator_cpu = bench.emulator.requests_served(), process_cpu(bench.emulator.pid)
+            with Timer() as timer:
+                listed, pages = run()
+            rounds[side].append({"listed": listed, "pages": pages, "seconds": timer.wall, "cpu_seconds": timer.cpu,
+                                 "emulator_cpu_seconds": process_cpu(bench.emulator.pid) - emulator_cpu,
+                                 "per_second": listed / timer.wall, "api_requests_served": bench.emulator.requests_served() - served})
+    counts = {(r["listed"], r["pages"]) for side in rounds.values() for r in side}
+    if len(counts) != 1:
+        section.notes.append(f"ANOMALY: the sides listed different counts {sorted(counts)} (clock frozen, no faults)")
+    listed, pages = next(iter(counts))
+    per_s = {side: typical([r["per_second"] for r in rs]) for side, rs in rounds.items()}
+    cpu_ms = {side: typical([r["cpu_seconds"] / r["pages"] * 1000 for r in rs]) for side, rs in rounds.items()}
+    section.rows += [
+        Row("recordings listed per second", per_s["ours"], per_s["baseline"], "rec/s"),
+        Row("  benchmark-process CPU per page", cpu_ms["ours"], cpu_ms["baseline"], "ms", False, 2),
+    ]
+    section.facts["list"] = {
+        "since": format_timestamp(since), "limit": LIST_LIMIT, "recordings": listed, "pages": pages,
+        "requests (client.stats, one pass)": {"list": pages},
+        "api requests served by the emulator per pass": {s: rs[0]["api_requests_served"] for s, rs in rounds.items()},
+        "emulator CPU per page, ms": {s: round(typical([r["emulator_cpu_seconds"] / r["pages"] for r in rs]) * 1000, 2)
+                                      for s, rs in rounds.items()},
+        "rounds": rounds,
+    }
+    section.notes.append(
+        f"Listing pages {listed:,} recordings ({pages} pages of {LIST_LIMIT}) since {format_timestamp(since)}; "
+        "each emulator page filters the whole 30-day window, so the server bounds both sides."
+    )
+
+
+def _pick_recordings(bench: Bench, client: AudianClient, wanted: int) -> list[tuple[str, str, int]]:
+    """(recording_id, format, size) of completed recordings of the bench day, a mp3/wav/opus mix."""
+    start, end = day_bounds(bench.day)
+    per_format = {f: wanted // 3 + (1 if i < wanted % 3 else 0) for i, f in enumerate(("mp3", "wav", "opus"))}
+    picked: dict[str, list[tuple[str, str, int]]] = {f: [] for f in per_format}
+    offset = 0
+    while any(len(picked[f]) < n for f, n in per_format.items()):
+        page = client.list_page(since=start, limit=LIST_LIMIT, offset=offset)
+        for item in page.items:
+            if item.created_at >= end or item.status != "completed" or not 0 < item.file_size <= bench.profile.max_file_bytes:
+                continue
+            detail = client.get_recording(item.recording_id)
+            if len(picked[detail.file_format]) < per_format[detail.file_format]:
+                picked[detail.file_format].append((item.recording_id, detail.file_format, item.file_size))
+        if not page.has_more:
+            break
+        offset += len(page.items)
+    # interleave the formats, so the big wav files are spread over the pass
+    depth = max(len(group) for group in picked.values())
+    return [picked[f][i] for i in range(depth) for f in picked if i < len(picked[f])]
+
+
+def _download_throughput(bench: Bench, section: Section) -> None:
+    api = bench.emulator.api_url
+    scratch = bench.workdir / "downloads"
+    scratch.mkdir(exist_ok=True)
+    client = bench.client()
+    api_session, storage_session = bench.plain_session(), bench.plain_session(with_key=False)
+    try:
+        files = _pick_recordings(bench, client, bench.profile.download_files)
+        total = sum(size for _, _, size in files)
+
+        def one_with_client(rid: str, target: Path) -> tuple[int, str]:
+            digest = hashlib.sha256()
+            with open(target, "wb") as sink:
+                result = client.download(rid, sink, on_chunk=digest.update)
+            return result.bytes_written, digest.hexdigest()
+
+        def one_with_requests(rid: str, target: Path) -> tuple[int, str]:
+            # By hand: allow_redirects=True would forward X-Auth-Token to the storage host.
+            redirect = api_session.get(f"{api}/v2/recordings/{rid}/download", allow_redirects=False, timeout=TIMEOUT)
+            if redirect.status_code != 302:
+                raise RuntimeError(f"expected a 302 for {rid}, got {redirect.status_code}")
+            digest, written = hashlib.sha256(), 0
+            with storage_session.get(redirect.headers["Location"], stream=True, timeout=TIMEOUT) as answer, \
+                    open(target, "wb") as sink:
+                answer.raise_for_status()
+                for chunk in answer.iter_content(DOWNLOAD_CHUNK):
+                    sink.write(chunk)
+                    digest.update(chunk)
+                    written += len(chunk)
+            return written, digest.hexdigest()
+
+        def one_pass(download: Callable[[str, Path], tuple[int, str]]) -> tuple[float, float, int, dict[str, str]]:
+            digests, written = {}, 0
+            with Timer() as timer:
+                for rid, fmt, _ in files:
+                    target = scratch / f"{rid}.{fmt}"
+                    size, digests[rid] = download(rid, target)
+                    written += size
+                    target.unlink()
+            return timer.wall, timer.cpu, written, digests
+
+        # Warm-up: the first download of a file makes the emulator synthesise it into its cache.
+        warm_seconds, _, _, reference = one_pass(one_with_requests)
+        rounds: dict[str, list[dict]] = {"ours": [], "baseline": []}
+        stats_pass: dict[str, int] = {}
+        mismatches = 0
+        for _ in rounds_within(bench.profile.download_rounds, bench.profile.budget_seconds / 2):
+            for side, download in (("baseline", one_with_requests), ("ours", one_with_client)):
+                before = Counter(client.stats)
+                seconds, cpu, written, digests = one_pass(download)
+                mismatches += sum(1 for rid in reference if digests.get(rid) != reference[rid])
+                if side == "ours":
+                    stats_pass = counter_delta(client.stats, before)
+                rounds[side].append({"seconds": seconds, "cpu_seconds": cpu, "bytes": written,
+                                     "mb_per_second": written / 1e6 / seconds})
+    finally:
+        client.close()
+        api_session.close()
+        storage_session.close()
+
+    mbps = {side: typical([r["mb_per_second"] for r in rs]) for side, rs in rounds.items()}
+    cpu = {side: typical([r["cpu_seconds"] / (r["bytes"] / 1e6) * 1000 for r in rs]) for side, rs in rounds.items()}
+    section.rows += [
+        Row("MB/s downloaded (to file + sha256)", mbps["ours"], mbps["baseline"], "MB/s", digits=1),
+        Row("  benchmark-process CPU per MB", cpu["ours"], cpu["baseline"], "ms", False, 2),
+    ]
+    formats = Counter(fmt for _, fmt, _ in files)
+    section.facts["download"] = {
+        "files": len(files), "formats": dict(formats), "bytes_per_pass": total,
+        "largest_file_bytes": max(size for _, _, size in files),
+        "warm_up_seconds (synthesis into the emulator's cache, or already cached)": round(warm_seconds, 2),
+        "requests (client.stats, one pass)": stats_pass,
+        "sha256 mismatches against the warm-up pass": mismatches,
+        "rounds": rounds,
+    }
+    if mismatches:
+        section.notes.append(f"ANOMALY: {mismatches} downloads hashed differently from the warm-up pass")
+    section.notes.append(
+        f"Downloads: the same {len(files)} completed recordings ({', '.join(f'{n} {f}' for f, n in formats.items())}; "
+        f"{total / 1e6:,.1f} MB a pass, files <= {bench.profile.max_file_bytes // 2**20} MiB), one after another; "
+        f"a warm-up pass ({warm_seconds:.1f} s) ran first, so both sides measure the emulator serving from its "
+        "cache. Both follow the 302 by hand (the key never goes to storage) and read 1 MiB chunks."
+    )
+
+
+# ---- 2. recordings index -----------------------------------------------------------------------
+def bench_recordings_index(bench: Bench) -> Section:
+    section = Section("recordings_index", f"2. Recordings index (issue 3): one day, {bench.day}",
+                      ours_label="sync_day", baseline_label="requests loop")
+    start, end = day_bounds(bench.day)
+    api = bench.emulator.api_url
+    emulator_pid = bench.emulator.pid
+
+    def loop() -> dict:
+        """The same calls one after another: list pages since=day_start, then one detail per row."""
+        with bench.plain_session() as session:
+            offset, ids, list_calls = 0, [], 0
+            while True:
+                answer = session.get(f"{api}/v2/recordings", timeout=TIMEOUT,
+                                     params={"since": format_timestamp(start), "limit": LIST_LIMIT, "offset": offset})
+                answer.raise_for_status()
+                body = answer.json()
+                list_calls += 1
+                ids += [i["recording_id"] for i in body["data"] if i["created_at"] < format_timestamp(end)]
+                if not body["pagination"]["has_more"] or not body["data"]:
+                    break
+                offset += len(body["data"])
+            rows = []
+            for rid in ids:
+                answer = session.get(f"{api}/v2/recordings/{rid}", timeout=TIMEOUT)
+                answer.raise_for_status()
+                rows.append(answer.json())
+        return {"rows": len(rows), "list_calls": list_calls, "detail_calls": len(ids), "ids": set(ids)}
+
+    def measured(run: Callable[[], Any]) -> tuple[Any, dict]:
+        reset = bench.reset_peaks()
+        served, emulator_cpu = bench.emulator.requests_served(), process_cpu(emulator_pid)
+        with Timer() as timer:
+            value = run()
+        return value, {
+            "seconds": timer.wall, "cpu_seconds": timer.cpu,
+            "emulator_cpu_seconds": process_cpu(emulator_pid) - emulator_cpu,
+            "api_requests_served": bench.emulator.requests_served() - served,
+            "peak_rss_bench": peak_rss() if reset else None,
+            "peak_rss_emulator": peak_rss(emulator_pid) if reset else None,
+        }
+
+    rounds: list[dict] = []
+    for index in rounds_within(bench.profile.index_rounds, bench.profile.budget_seconds * 2):
+        data_dir = bench.workdir / f"lake-{index}"
+        baseline, loop_m = measured(loop)
+        client = bench.client()
+        try:
+            before = Counter(client.stats)
+            cold, cold_m = measured(lambda: sync_day(client, data_dir, bench.day, concurrency=16, list_limit=LIST_LIMIT))
+            cold_stats = counter_delta(client.stats, before)
+            before = Counter(client.stats)
+            warm, warm_m = measured(lambda: sync_day(client, data_dir, bench.day, concurrency=16, list_limit=LIST_LIMIT))
+            warm_stats = counter_delta(client.stats, before)
+        finally:
+            client.close()
+        stored_ids = {s.recording_id for s in cold.listing.recordings}
+        rounds.append({
+            "loop": {**loop_m, **{k: v for k, v in baseline.items() if k != "ids"}, "rows_per_second": baseline["rows"] / loop_m["seconds"]},
+            "cold": {**cold_m, **_sync_facts(cold), "client_stats": cold_stats, "rows_per_second": cold.rows / cold_m["seconds"]},
+            "warm": {**warm_m, **_sync_facts(warm), "client_stats": warm_stats, "rows_per_second": warm.rows / warm_m["seconds"]},
+            "same_ids_as_loop": stored_ids == baseline["ids"],
+        })
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    def pick(phase: str, key: str) -> float:
+        return typical([r[phase][key] for r in rounds])
+
+    loop_rps, cold_rps, warm_rps = pick("loop", "rows_per_second"), pick("cold", "rows_per_second"), pick("warm", "rows_per_second")
+    cold_s, warm_s, loop_s = pick("cold", "seconds"), pick("warm", "seconds"), pick("loop", "seconds")
+    first = rounds[0]
+    rows, limit = first["cold"]["rows"], first["cold"]["applied_limit"] or LIST_LIMIT
+    cold_cpu_row = typical([r["cold"]["cpu_seconds"] / r["cold"]["rows"] for r in rounds]) * 1000
+    loop_cpu_row = typical([r["loop"]["cpu_seconds"] / r["loop"]["rows"] for r in rounds]) * 1000
+    emu_cpu_req = {phase: typical([r[phase]["emulator_cpu_seconds"] / max(r[phase]["api_requests_served"], 1) for r in rounds]) * 1000
+                   for phase in ("cold", "loop")}
+    section.rows += [
+        Row("rows/s, cold day (empty lake)", cold_rps, loop_rps, "rows/s"),
+        Row("rows/s, warm re-run (nothing changed)", warm_rps, loop_rps, "rows/s"),
+        Row("  seconds, cold (baseline: loop)", cold_s, loop_s, "s", False, 2),
+        Row("  seconds, warm (baseline: cold)", warm_s, cold_s, "s", False, 3),
+        Row("  benchmark-process CPU per row, cold", cold_cpu_row, loop_cpu_row, "ms", False, 3),
+        Row("  emulator CPU per request, cold", emu_cpu_req["cold"], emu_cpu_req["loop"], "ms", False, 3),
+    ]
+
+    list_bound = math.ceil(rows / limit) + 3
+    ok_ids = all(r["same_ids_as_loop"] for r in rounds)
+    stalled = "measured under the emulator's keep-alive stall (see ANOMALY above): not meaningful" if bench.stall else ""
+    goal_rows = [
+        Goal("cold rows/s >= 1.5x the requests loop", cold_rps >= 1.5 * loop_rps,
+             f"{cold_rps:,.0f} vs {loop_rps:,.0f} rows/s = {cold_rps / loop_rps:.2f}x", stalled),
+        Goal("warm re-run >= 10x faster than cold", cold_s >= 10 * warm_s,
+             f"{cold_s:.2f} s / {warm_s:.3f} s = {cold_s / warm_s:.1f}x", stalled),
+    ]
+    for phase in ("cold", "warm"):
+        calls = [r[phase]["list_calls"] for r in rounds] + [r[phase]["client_stats"].get("list", 0) for r in rounds]
+        goal_rows.append(Goal(f"{phase}: list calls <= ceil({rows} rows / limit {limit}) + 3 = {list_bound}",
+                              max(calls) <= list_bound, f"{max(calls)} list calls"))
+    # Independent truth: on an empty lake every row is new; with the clock frozen nothing changes.
+    for phase, expected in (("cold", rows), ("warm", 0)):
+        detail = {r[phase]["detail_calls"] for r in rounds} | {r[phase]["client_stats"].get("detail", 0) for r in rounds}
+        new_changed = {r[phase]["new"] + r[phase]["changed"] for r in rounds}
+        goal_rows.append(Goal(
+            f"{phase}: detail calls = new or changed ({'every row is new' if phase == 'cold' else 'frozen clock: none'} = {expected})",
+            detail == {expected} and new_changed == {expected},
+            f"detail calls {sorted(detail)}, new+changed {sorted(new_changed)}"))
+    goal_rows.append(Goal("sync_day stores the same recording ids the loop fetched", ok_ids,
+                          "same" if ok_ids else "differ"))
+    if bench.profile is QUICK:
+        for goal in goal_rows[:2]:
+            goal.caveat = goal.caveat or "quick run: the goal is set for the 30 x 2,000 account; indicative only"
+    section.goals += goal_rows
+
+    cold_f, warm_f, loop_f = first["cold"], first["warm"], first["loop"]
+    section.facts["day"] = {"day": str(bench.day), "rows": rows, "applied_limit": limit}
+    section.facts["requests for the day's partition"] = {
+        "cold": {"list_calls": cold_f["list_calls"], "detail_calls": cold_f["detail_calls"],
+                 "client.stats": cold_f["client_stats"], "emulator served": cold_f["api_requests_served"]},
+        "warm": {"list_calls": warm_f["list_calls"], "detail_calls": warm_f["detail_calls"],
+                 "client.stats": warm_f["client_stats"], "emulator served": warm_f["api_requests_served"]},
+        "loop": {"list_calls": loop_f["list_calls"], "detail_calls": loop_f["detail_calls"],
+                 "emulator served": loop_f["api_requests_served"]},
+    }
+    section.facts["peak RSS per phase, first round (VmHWM reset before each phase)"] = {
+        phase: {"bench": mib(first[phase]["peak_rss_bench"]), "emulator": mib(first[phase]["peak_rss_emulator"])}
+        for phase in ("loop", "cold", "warm")
+    }
+    section.facts["rounds"] = rounds
+    # Where the time goes: the benchmark process runs Python under one GIL, so however many
+    # detail threads, cold cannot beat (its CPU per row); the loop pays CPU + the emulator's time.
+    loop_wall_row = loop_s / first["loop"]["rows"] * 1000
+    ceiling = loop_wall_row / cold_cpu_row
+    section.facts["cpu ceiling"] = (
+        f"the loop spends {loop_wall_row:.3f} ms wall per row ({loop_cpu_row:.3f} ms of it CPU in this process); cold "
+        f"spends {cold_cpu_row:.3f} ms CPU per row in this process (one GIL), so with any concurrency cold can be at "
+        f"most ~{ceiling:.2f}x the loop here; 1.5x needs <= {loop_wall_row / 1.5:.3f} ms CPU per row"
+    )
+    section.notes += [
+        f"The loop pages since=day_start from offset 0 (newer days first: {loop_f['list_calls']} pages), keeps the "
+        "day's rows, then makes one GET /v2/recordings/{id} per row, one after another on one keep-alive "
+        "Session; it writes nothing. sync_day also reads and writes the Parquet partition.",
+        f"Median of {len(rounds)} round(s) (each: loop, cold on a fresh lake, warm on the same lake), one AudianClient "
+        "per round shared by cold and warm; every round is in the JSON file.",
+    ]
+    return section
+
+
+def _sync_facts(result) -> dict:
+    return {"rows": result.rows, "new": result.new, "changed": result.changed, "marked_deleted": result.marked_deleted,
+            "list_calls": result.list_calls, "detail_calls": result.detail_calls,
+            "applied_limit": result.listing.applied_limit, "paging_corrections": result.listing.corrections,
+            "plain_scan": result.listing.plain_scan, "bytes_written": result.bytes_written}
+
+
+# ---- 3. audio archive (not run yet) ---------------------------------------------------------------
+def bench_audio_archive(bench: Bench) -> Section:
+    """NOT RUN YET (not in SECTIONS): the audio archive, to be filled when the asset exists.
+
+    Will measure, beside the requests loop of section 1 (download by hand + stream to file +
+    sha256) over the same recordings:
+    - MB/s downloaded and verified by the archive asset (`recording_audio`) for one day;
+    - peak memory (VmHWM of this process, reset before the phase) while the archive downloads
+      and verifies one ~500 MB recording, which must stay flat (streamed, not buffered). Create
+      it through the emulator's control endpoint:
+          POST {api}/_emulator/recordings   header X-Auth-Token: <key>
+          {"file_format": "wav", "duration": 16000, "sample_rate": 16000, "channels": 1}
+      It is created at the emulator's clock (today), completes after its processing time:
+      advance the clock with POST /_emulator/clock {"seconds": ...} before downloading.
+    """
+    raise NotImplementedError("the audio archive benchmark is not written yet")
+
+
+SECTIONS: list[tuple[str, Callable[[Bench], Section]]] = [
+    ("foundation", bench_foundation),
+    ("recordings_index", bench_recordings_index),
+    # ("audio_archive", bench_audio_archive),
+]
+
+
+# ---- report -----------------------------------------------------------------------------------
+def _fmt(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def print_section(section: Section) -> None:
+    print(f"\n== {section.title} ({section.seconds:.1f} s) ==")
+    width = max([len(r.label) for r in section.rows] + [34])
+    print(f"{'measurement':<{width}}  {section.ours_label:>14}  {section.baseline_label:>14}  {'unit':<8}  ours vs baseline")
+    for row in section.rows:
+        adv = row.advantage
+        versus = "—" if adv is None else "about the same" if 0.97 <= adv <= 1.03 else \
+            f"{adv:.2f}x {'better' if adv > 1 else 'worse'}"
+        print(f"{row.label:<{width}}  {_fmt(row.ours, row.digits):>14}  {_fmt(row.baseline, row.digits):>14}  "
+              f"{row.unit:<8}  {versus}")
+    for name, value in section.facts.items():
+        if name == "rounds" or not isinstance(value, dict):
+            if name != "rounds":
+                print(f"{name}: {value}")
+            continue
+        print(f"{name}:")
+        for key, item in value.items():
+            if key != "rounds":
+                print(f"    {key}: {item}")
+    if section.goals:
+        print("goals:")
+        for goal in section.goals:
+            verdict = ("PASS" if goal.passed else "FAIL") + ("*" if goal.caveat else "")
+            print(f"  [{verdict}] {goal.text}: {goal.measured}" + (f"  (* {goal.caveat})" if goal.caveat else ""))
+    for note in section.notes:
+        print(f"  * {note}")
+
+
+def _git_describe() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, (date, datetime, Path)):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small account (5 days x 400) for a sanity run under a minute")
+    parser.add_argument("--only", action="append", choices=[key for key, _ in SECTIONS],
+                        help="run only this section (repeatable)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a goal fails")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON report")
+    args = parser.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    api_key = os.environ.get("AUDIAN_API_KEY") or DEMO_API_KEY
+    clock = datetime.fromisoformat(CLOCK.replace("Z", "+00:00"))
+    # SIGTERM (e.g. from make or CI) unwinds like Ctrl-C, so the emulator is always stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    started = time.perf_counter()
+    meta = {
+        "profile": asdict(profile), "seed": SEED, "clock": CLOCK,
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git": _git_describe(),
+        "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+    }
+    print(f"audian_pipeline benchmark, {profile.name}: {profile.days} days x {profile.per_day:,}/day, seed {SEED}, "
+          f"clock {CLOCK}")
+    print(f"git {meta['git']}, Python {meta['python']}, {meta['cpus']} CPUs; emulator faults off")
+    sections: list[Section] = []
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="audian_bench_") as tmp:
+        try:
+            with EmulatorProcess(profile, api_key, Path(tmp)) as emulator:
+                state = emulator.state()
+                meta["emulator"] = {"pid": emulator.pid, "ready_seconds": round(emulator.ready_seconds, 2),
+                                    "recordings_listed": state["recordings"], "command": " ".join(emulator.command[1:])}
+                print(f"emulator subprocess pid {emulator.pid}: ready in {emulator.ready_seconds:.1f} s, "
+                      f"{state['recordings']:,} recordings listed")
+                probe = probe_round_trips(emulator)
+                meta["round_trip_probe"] = probe
+                print(f"round trip of a cheap GET (404): {probe['keep_alive_ms']:.1f} ms on a keep-alive connection, "
+                      f"{probe['new_connection_ms']:.1f} ms on a new one")
+                if probe["stall"]:
+                    meta["anomalies"] = [STALL_NOTE.format(**probe)]
+                    print("  * " + meta["anomalies"][0])
+                bench = Bench(profile, emulator, api_key, clock, Path(tmp), stall=probe["stall"])
+                for key, run in SECTIONS:
+                    if args.only and key not in args.only:
+                        continue
+                    t0 = time.perf_counter()
+                    section = run(bench)
+                    section.seconds = time.perf_counter() - t0
+                    sections.append(section)
+                    print_section(section)
+                    failed += [f"{section.key}: {g.text}" + (" (*)" if g.caveat else "") for g in section.goals if not g.passed]
+                bench.fold_peaks()
+                meta["peak_rss_whole_run (VmHWM)"] = dict(bench.peaks)
+                print(f"\npeak RSS over the whole run (VmHWM): benchmark process {mib(bench.peaks.get('bench'))}, "
+                      f"emulator process {mib(bench.peaks.get('emulator'))}")
+        except KeyboardInterrupt:
+            print("\ninterrupted; the emulator was stopped", file=sys.stderr)
+            return 130
+    meta["bench_peak_rss_whole_run (getrusage)"] = rusage_peak()
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"benchmark process peak RSS over the whole run (getrusage ru_maxrss): {mib(rusage_peak())}")
+    goals = [(section.key, goal) for section in sections for goal in section.goals]
+    caveated = [f"{key}: {g.text}" for key, g in goals if g.caveat]
+    print(f"total {meta['seconds']:.0f} s; goals: {len(goals) - len(failed)} of {len(goals)} passed"
+          + (f"; {len(caveated)} verdict(s) marked * carry a caveat" if caveated else ""))
+    for item in failed:
+        print(f"  FAIL {item}")
+    meta["goals"] = {"total": len(goals), "failed": failed, "caveated": caveated}
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.output.parent == RESULTS and not (RESULTS / ".gitignore").exists():
+        (RESULTS / ".gitignore").write_text("*\n")
+    report = {"meta": meta, "sections": [asdict(s) | {"rows": [asdict(r) | {"advantage": r.advantage} for r in s.rows]}
+                                         for s in sections]}
+    args.output.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    print(f"JSON report: {args.output}")
+    return 1 if failed and args.strict else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
