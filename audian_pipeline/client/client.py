@@ -15,6 +15,8 @@ host (requests, for one, forwards custom headers such as `X-Auth-Token` across h
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -32,6 +34,21 @@ from audian_pipeline.client.models import Call, Page, Recording, format_timestam
 from audian_pipeline.settings import check_api_key, check_api_url
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+class RedactQueryStrings(logging.Filter):
+    """urllib3 logs each retry with the request's path and query; on the storage host the
+    query is the signature of a URL that is a credential for 24 hours. Keep the line, drop it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = _QUERY.sub("?<redacted>", message), None
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(RedactQueryStrings())
 DOWNLOAD_CHUNK = 1024 * 1024
 
 
