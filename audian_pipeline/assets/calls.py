@@ -5,9 +5,9 @@ from collections import Counter
 import dagster as dg
 
 from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.assets.checks import unique_key_check
 from audian_pipeline.calls import TABLE, CallsDay, sync_calls_day
 from audian_pipeline.client.resource import AudianResource
-from audian_pipeline.lake.parquet import read_partition
 from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.resource import LakeResource
 
@@ -66,12 +66,4 @@ def _metadata(synced: list[CallsDay], requests: Counter, lake: LakeResource) -> 
 
 
 def _check_unique(synced: list[CallsDay], lake: LakeResource) -> dg.AssetCheckResult:
-    """Read back what is on disk, not what was meant to be written."""
-    duplicates = {}
-    for result in synced:
-        table = read_partition(lake.path, TABLE, result.day)
-        ids = table.column("call_id").to_pylist() if table is not None else []
-        if len(ids) != len(set(ids)):
-            duplicates[str(result.day)] = len(ids) - len(set(ids))
-    return dg.AssetCheckResult(check_name=UNIQUE_CALL_IDS, passed=not duplicates,
-                               metadata={"duplicates_by_day": dg.MetadataValue.json(duplicates)})
+    return unique_key_check(lake.path, TABLE, "call_id", [r.day for r in synced], UNIQUE_CALL_IDS)

@@ -10,7 +10,7 @@ from collections import Counter
 import dagster as dg
 
 from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
-from audian_pipeline.lake.parquet import read_partition
+from audian_pipeline.assets.checks import unique_key_check
 from audian_pipeline.lake.paths import events_db, table_dir
 from audian_pipeline.lake.resource import LakeResource
 from audian_pipeline.webhooks.events_lake import TABLE, EventsDay, write_events_day
@@ -69,12 +69,4 @@ def _metadata(written: list[EventsDay], lake: LakeResource) -> dict:
 
 
 def _check_unique(written: list[EventsDay], lake: LakeResource) -> dg.AssetCheckResult:
-    """Read back what is on disk, not what was meant to be written."""
-    duplicates = {}
-    for result in written:
-        table = read_partition(lake.path, TABLE, result.day)
-        ids = table.column("webhook_id").to_pylist() if table is not None else []
-        if len(ids) != len(set(ids)):
-            duplicates[str(result.day)] = len(ids) - len(set(ids))
-    return dg.AssetCheckResult(check_name=UNIQUE_WEBHOOK_IDS, passed=not duplicates,
-                               metadata={"duplicates_by_day": dg.MetadataValue.json(duplicates)})
+    return unique_key_check(lake.path, TABLE, "webhook_id", [r.day for r in written], UNIQUE_WEBHOOK_IDS)

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.assets.checks import unique_key_check
 from audian_pipeline.client.resource import AudianResource
-from audian_pipeline.lake.parquet import read_partition
 from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.resource import LakeResource
 from audian_pipeline.recordings import DaySync, api_count, day_bounds, sync_day
@@ -105,12 +105,4 @@ def _check_api_counts(client, synced: list[DaySync]) -> dg.AssetCheckResult:
 
 
 def _check_unique(synced: list[DaySync], lake: LakeResource) -> dg.AssetCheckResult:
-    """Read back what is on disk, not what was meant to be written."""
-    duplicates = {}
-    for result in synced:
-        table = read_partition(lake.path, "recordings", result.day)
-        ids = table.column("recording_id").to_pylist() if table is not None else []
-        if len(ids) != len(set(ids)):
-            duplicates[str(result.day)] = len(ids) - len(set(ids))
-    return dg.AssetCheckResult(check_name=UNIQUE_IDS, passed=not duplicates,
-                               metadata={"duplicates_by_day": dg.MetadataValue.json(duplicates)})
+    return unique_key_check(lake.path, "recordings", "recording_id", [r.day for r in synced], UNIQUE_IDS)

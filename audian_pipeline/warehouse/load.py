@@ -55,7 +55,7 @@ from typing import Iterable, Iterator
 
 import duckdb
 
-from audian_pipeline.lake.files import TEMP_PREFIX, publish, temp_path_for
+from audian_pipeline.lake.files import TEMP_PREFIX, fsync_path, publish, temp_path_for
 from audian_pipeline.lake.paths import PARTITION_FILE, partition_file, table_dir, warehouse_path
 from audian_pipeline.lake.schemas import SCHEMAS
 
@@ -178,7 +178,7 @@ def load_warehouse(
                 raise
             finally:
                 con.close()
-            _fsync_file(temp)
+            fsync_path(temp)
             publish(temp, target)
         finally:
             temp.unlink(missing_ok=True)
@@ -303,11 +303,3 @@ def _remove_stale_builds(data_dir: Path, target: Path) -> int:
 
 def _wal(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
