@@ -12,14 +12,18 @@ Sections (each a function `bench_<key>(bench) -> Section`, listed in SECTIONS):
 
 1. foundation: AudianClient's list paging and downloads vs a plain `requests` loop.
 2. recordings_index: `sync_day` cold and warm vs a plain `requests` loop making the same calls.
+3. audio_archive: `Archiver.archive_day` (MB/s downloaded and verified) vs a plain `requests`
+   loop fetching the same files, and the peak memory of archiving one ~500 MB recording in a
+   fresh interpreter. It runs its own small emulator subprocess with webhooks on, delivered to
+   the pipeline's receiver in this process, so every file is checked against a real checksum.
 
 To add a section, write a function like those below and append it to SECTIONS; the report,
 the JSON file and the goal summary (exit status 1 on a failed goal with --strict) pick it up.
-`bench_audio_archive` documents the next one; it is not in SECTIONS yet.
 
-Before the sections, a probe compares a keep-alive round trip with a new-connection one: if
-keep-alive requests stall (~40 ms, Nagle / delayed ACK on the emulator's sockets), the report
-says so and marks the verdicts that the stall makes meaningless with `*`.
+Before the sections, a probe compares a keep-alive round trip with a new-connection one. It
+guards against a regression: if keep-alive requests stall again (~40 ms, Nagle / delayed ACK,
+fixed by the emulator's bind() creating IPPROTO_TCP sockets), the report says so and marks the
+verdicts that the stall makes meaningless with `*`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -51,16 +56,21 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # so that `python tests/benchmarks/run.py` imports the checkout
 
+from audian_pipeline.audio.archive import TABLE as ARCHIVE_TABLE, Archiver  # noqa: E402
+from audian_pipeline.audio.audit import AuditLog, audit_path  # noqa: E402
 from audian_pipeline.client.client import DOWNLOAD_CHUNK, AudianClient  # noqa: E402
 from audian_pipeline.client.models import format_timestamp  # noqa: E402
+from audian_pipeline.lake.parquet import read_rows  # noqa: E402
+from audian_pipeline.lake.paths import audio_dir, events_db, table_dir  # noqa: E402
 from audian_pipeline.recordings import day_bounds, sync_day  # noqa: E402
-from audian_pipeline.settings import DEMO_API_KEY  # noqa: E402
+from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLOCK = "2026-11-20T15:30:00Z"
 SEED = 1
 LIST_LIMIT = 200
 TIMEOUT = (5.0, 60.0)
+WEBHOOK_SECRET = DEMO_WEBHOOK_SECRET  # what the archive section's emulator signs with and its receiver checks
 
 
 @dataclass(frozen=True)
@@ -76,12 +86,17 @@ class Profile:
     index_rounds: int  # loop / cold / warm repetitions of the day sync
     budget_seconds: float  # per section: no new round starts that would end past it
     max_file_bytes: int = 16 * 1024 * 1024  # keeps the synthesis of the warm-up pass bounded
+    # the audio archive section runs its own, smaller emulator (with webhooks to a receiver here)
+    archive_days: int = 1  # yesterday (the day archived) and today up to the clock
+    archive_per_day: int = 200
+    archive_rounds: int = 7  # loop / archive_day rounds, alternating
+    big_duration: int = 16384  # s of 16 kHz mono WAV: 524 MB, the "500 MB recording"
 
 
-FULL = Profile("full", days=30, per_day=2000, list_rounds=3, download_files=40, download_rounds=5, index_rounds=3,
-               budget_seconds=75)
+FULL = Profile("full", days=30, per_day=2000, list_rounds=3, download_files=40, download_rounds=5, index_rounds=5,
+               budget_seconds=75)  # 5 index rounds: phases last 0.06-1 s; the median of 3 moved ~10 % run to run
 QUICK = Profile("quick", days=5, per_day=400, list_rounds=3, download_files=24, download_rounds=5, index_rounds=3,
-                budget_seconds=15)
+                budget_seconds=15, archive_per_day=40, archive_rounds=3)
 
 
 # ---- report model ------------------------------------------------------------------------------
@@ -145,7 +160,9 @@ def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it if 
 class EmulatorProcess:
     """`audian-pipeline emulator` in its own process and session, always stopped on exit."""
 
-    def __init__(self, profile: Profile, api_key: str, workdir: Path) -> None:
+    def __init__(self, profile: Profile, api_key: str, workdir: Path, *, days: int | None = None,
+                 per_day: int | None = None, webhook_url: str | None = None, name: str = "emulator",
+                 tmpdir: Path | None = None) -> None:
         self.profile, self.api_key = profile, api_key
         port = _free_port()
         storage_port = _free_port({port})
@@ -155,15 +172,21 @@ class EmulatorProcess:
         command = [str(script)] if script.exists() else [sys.executable, "-m", "audian_pipeline.cli"]
         self.command = command + [
             "emulator", "--port", str(port), "--storage-port", str(storage_port), "--seed", str(SEED),
-            "--days", str(profile.days), "--per-day", str(profile.per_day), "--clock", CLOCK,
-        ]
-        self.log_path = workdir / "emulator.log"
+            "--days", str(profile.days if days is None else days),
+            "--per-day", str(profile.per_day if per_day is None else per_day), "--clock", CLOCK,
+        ] + (["--webhook-url", webhook_url] if webhook_url else [])
+        self.log_path = workdir / f"{name}.log"
+        self.tmpdir = tmpdir  # TMPDIR of the emulator: where its audio cache lives (default: the system's)
         self.process: subprocess.Popen | None = None
         self.ready_seconds = 0.0
 
     def __enter__(self) -> "EmulatorProcess":
-        env = {**os.environ, "AUDIAN_API_KEY": self.api_key}
+        # The webhook secret is set explicitly, so a receiver in this process can check the signatures.
+        env = {**os.environ, "AUDIAN_API_KEY": self.api_key, "AUDIAN_WEBHOOK_SECRET": WEBHOOK_SECRET}
         env.pop("AUDIAN_API_URL", None)
+        if self.tmpdir is not None:
+            self.tmpdir.mkdir(parents=True, exist_ok=True)
+            env["TMPDIR"] = str(self.tmpdir)
         started = time.perf_counter()
         with open(self.log_path, "wb") as log:
             # Own session: Ctrl-C reaches only us, and we stop the emulator in __exit__.
@@ -290,6 +313,48 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU-seconds the whole machine spent busy since boot (/proc/stat: all but idle and iowait;
+    steal counts as busy, since the hypervisor took that time from this machine)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds(live_pids: tuple[int, ...] = ()) -> float:
+    """This process, its waited-for children (subprocesses, stopped emulators) and live `live_pids`."""
+    times = os.times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for pid in live_pids:
+        try:
+            total += process_cpu(pid)
+        except OSError:
+            pass
+    return total
+
+
+class OthersMeter:
+    """How much CPU other processes took while a section ran: a shared 2-core machine busy with
+    someone's test suite makes every ratio here noisy, and the report should say so."""
+
+    DISTURBED = 0.10  # of the machine's CPU
+
+    def __init__(self, live_pids: tuple[int, ...]) -> None:
+        self.live_pids = live_pids
+        self.busy0, self.own0, self.t0 = machine_busy_seconds(), own_cpu_seconds(live_pids), time.perf_counter()
+
+    def stop(self) -> dict | None:
+        busy = machine_busy_seconds()
+        if busy is None or self.busy0 is None:
+            return None
+        wall = time.perf_counter() - self.t0
+        others = max(0.0, (busy - self.busy0) - (own_cpu_seconds(self.live_pids) - self.own0))
+        share = others / (wall * (os.cpu_count() or 1)) if wall else 0.0
+        return {"cpu_seconds": round(others, 1), "share_of_machine": round(share, 3), "disturbed": share > self.DISTURBED}
+
+
 def rusage_peak() -> int:
     """getrusage's ru_maxrss of this process (kB on Linux): its peak over the whole run."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -363,12 +428,11 @@ def probe_round_trips(emulator: EmulatorProcess, n: int = 25) -> dict:
 
 STALL_NOTE = (
     "ANOMALY: a request on a keep-alive connection to the emulator takes {keep_alive_ms:.1f} ms, one on a new "
-    "connection {new_connection_ms:.1f} ms. That is the Nagle / delayed-ACK stall: the emulator's listening "
-    "sockets are created with proto 0 (audian_pipeline/emulator/server.py, bind()), so asyncio's "
-    "_set_nodelay skips them (it requires proto == IPPROTO_TCP) and uvicorn's separate header and body writes "
-    "wait ~40 ms for the client's delayed ACK. Every sequential request in this run pays it; rates that "
-    "depend on request count (listing, the loop baseline, warm re-runs) are bounded by it. Fix: "
-    "socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) in bind()."
+    "connection {new_connection_ms:.1f} ms. That is the Nagle / delayed-ACK stall: uvicorn writes headers and "
+    "body separately and, without TCP_NODELAY, waits ~40 ms for the client's delayed ACK. asyncio sets "
+    "TCP_NODELAY only on sockets whose proto is IPPROTO_TCP: check that audian_pipeline/emulator/server.py "
+    "bind() still creates socket.socket(AF_INET, SOCK_STREAM, IPPROTO_TCP). Every sequential request in this "
+    "run pays it; rates that depend on request count (listing, the loop baseline, warm re-runs) are bounded by it."
 )
 
 
@@ -517,19 +581,7 @@ def _download_throughput(bench: Bench, section: Section) -> None:
             return result.bytes_written, digest.hexdigest()
 
         def one_with_requests(rid: str, target: Path) -> tuple[int, str]:
-            # By hand: allow_redirects=True would forward X-Auth-Token to the storage host.
-            redirect = api_session.get(f"{api}/v2/recordings/{rid}/download", allow_redirects=False, timeout=TIMEOUT)
-            if redirect.status_code != 302:
-                raise RuntimeError(f"expected a 302 for {rid}, got {redirect.status_code}")
-            digest, written = hashlib.sha256(), 0
-            with storage_session.get(redirect.headers["Location"], stream=True, timeout=TIMEOUT) as answer, \
-                    open(target, "wb") as sink:
-                answer.raise_for_status()
-                for chunk in answer.iter_content(DOWNLOAD_CHUNK):
-                    sink.write(chunk)
-                    digest.update(chunk)
-                    written += len(chunk)
-            return written, digest.hexdigest()
+            return _requests_download(api_session, storage_session, api, rid, target)
 
         def one_pass(download: Callable[[str, Path], tuple[int, str]]) -> tuple[float, float, int, dict[str, str]]:
             digests, written = {}, 0
@@ -739,28 +791,374 @@ def _sync_facts(result) -> dict:
             "plain_scan": result.listing.plain_scan, "bytes_written": result.bytes_written}
 
 
-# ---- 3. audio archive (not run yet) ---------------------------------------------------------------
-def bench_audio_archive(bench: Bench) -> Section:
-    """NOT RUN YET (not in SECTIONS): the audio archive, to be filled when the asset exists.
+# ---- 3. audio archive ----------------------------------------------------------------------------
+ARCHIVE_CONCURRENCY = 4  # the asset's default download concurrency (AudianResource.download_concurrency)
+BIG_SAMPLE_RATE = 16000
+BIG_GOAL_BYTES = 200 * 10**6  # "peak memory under 200 MB"
+WEBHOOK_WAIT_SECONDS = 300.0  # the emulator synthesises every file (into a cache of its own) to sign its checksum
 
-    Will measure, beside the requests loop of section 1 (download by hand + stream to file +
-    sha256) over the same recordings:
-    - MB/s downloaded and verified by the archive asset (`recording_audio`) for one day;
-    - peak memory (VmHWM of this process, reset before the phase) while the archive downloads
-      and verifies one ~500 MB recording, which must stay flat (streamed, not buffered). Create
-      it through the emulator's control endpoint:
-          POST {api}/_emulator/recordings   header X-Auth-Token: <key>
-          {"file_format": "wav", "duration": 16000, "sample_rate": 16000, "channels": 1}
-      It is created at the emulator's clock (today), completes after its processing time:
-      advance the clock with POST /_emulator/clock {"seconds": ...} before downloading.
+# A fresh interpreter archives the one big recording, so its peak RSS is the archive's own (plus
+# imports), not this benchmark's. Prints one JSON line. argv: api_url data_dir day recording_id
+_BIG_CHILD = r"""
+import json, os, resource, sys, time
+from datetime import date
+from pathlib import Path
+
+def peak():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's, see _PEAK_NOTE)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+from audian_pipeline.audio.archive import Archiver, load_checksums
+from audian_pipeline.audio.audit import AuditLog
+from audian_pipeline.client.client import AudianClient
+from audian_pipeline.lake.parquet import read_rows
+
+api_url, data_dir, day, rid = sys.argv[1], Path(sys.argv[2]), date.fromisoformat(sys.argv[3]), sys.argv[4]
+steps = {"imports": peak()}
+rec = next(r for r in read_rows(data_dir, "recordings", day) if r["recording_id"] == rid)
+steps["read the day's recordings partition"] = peak()
+checksum = load_checksums(data_dir, [rid]).get(rid)
+client = AudianClient(api_url, os.environ["AUDIAN_API_KEY"])
+before = steps["webhook checksum + client"] = peak()
+t0, c0 = time.perf_counter(), time.process_time()
+row = Archiver(client, data_dir, AuditLog(data_dir)).archive_one(rec, None, checksum)
+seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+client.close()
+print(json.dumps({"outcome": row["outcome"], "reason": row["reason"], "bytes": row["bytes"],
+                  "expected_bytes": row["expected_bytes"], "sha256_matches_webhook": row["sha256"] == checksum,
+                  "probed_duration": row["probed_duration"], "path": row["path"], "seconds": seconds,
+                  "cpu_seconds": cpu, "peak_rss_before_archive": before, "peak_rss": peak(),
+                  "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "steps": steps}))
+"""
+_IMPORT_CHILD = ("import resource, audian_pipeline.audio.archive\n"
+                 "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')))")
+_PEAK_NOTE = (
+    "The subprocesses' peaks are their VmHWM (/proc/self/status), not getrusage's ru_maxrss: on Linux a child's "
+    "ru_maxrss starts from its parent's peak (at exec the kernel keeps the high-water mark of the address space "
+    "the child was forked or vforked from), so it reported this process's {parent} whatever the child did."
+)
+
+
+class WebhookReceiver:
+    """The pipeline's own receiver (`create_app` + `EventStore` under `data_dir`) on uvicorn, in a
+    thread of this process, so the emulator's signed `recording.completed` webhooks put the real
+    checksums where the archive reads them."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import uvicorn
+
+        from audian_pipeline.webhooks.receiver import create_app
+        from audian_pipeline.webhooks.store import EventStore
+
+        self.store = EventStore(events_db(data_dir))
+        # IPPROTO_TCP, so asyncio sets TCP_NODELAY (see the emulator's bind())
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/webhooks/audian"
+        config = uvicorn.Config(create_app(self.store, WEBHOOK_SECRET), log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="webhook-receiver")
+
+    def __enter__(self) -> "WebhookReceiver":
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError("the webhook receiver did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+        self.store.close()
+
+    def wait_for_checksums(self, recording_ids: list[str], timeout: float, emulator: EmulatorProcess) -> tuple[dict[str, str], float]:
+        """Poll the store until every id has its recording.completed checksum; (checksums, seconds waited)."""
+        started = time.monotonic()
+        while True:
+            found = self.store.checksums(recording_ids)
+            if len(found) == len(set(recording_ids)):
+                return found, time.monotonic() - started
+            if emulator.process is None or emulator.process.poll() is not None:
+                raise RuntimeError(f"the archive emulator exited while webhooks were awaited:\n{emulator.log_tail()}")
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{len(set(recording_ids)) - len(found)} of {len(set(recording_ids))} "
+                                   f"recording.completed webhooks did not arrive within {timeout:.0f} s:\n{emulator.log_tail()}")
+            time.sleep(0.2)
+
+    def settle(self, quiet_seconds: float = 1.0, timeout: float = 60.0) -> int:
+        """Wait until no event has arrived for `quiet_seconds` (the rest of the emulator's batch),
+        so no delivery competes with a timed round; returns the events stored."""
+        deadline = time.monotonic() + timeout
+        count, quiet_since = self.store.count(), time.monotonic()
+        while time.monotonic() - quiet_since < quiet_seconds and time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self.store.count()
+            if now != count:
+                count, quiet_since = now, time.monotonic()
+        return count
+
+
+def _requests_download(api_session: requests.Session, storage_session: requests.Session, api: str, rid: str,
+                       target: Path) -> tuple[int, str]:
+    """The plain baseline: the 302 followed by hand (allow_redirects=True would forward X-Auth-Token
+    to the storage host), the file streamed to disk in 1 MiB chunks and hashed as it goes."""
+    redirect = api_session.get(f"{api}/v2/recordings/{rid}/download", allow_redirects=False, timeout=TIMEOUT)
+    if redirect.status_code != 302:
+        raise RuntimeError(f"expected a 302 for {rid}, got {redirect.status_code}")
+    digest, written = hashlib.sha256(), 0
+    with storage_session.get(redirect.headers["Location"], stream=True, timeout=TIMEOUT) as answer, \
+            open(target, "wb") as sink:
+        answer.raise_for_status()
+        for chunk in answer.iter_content(DOWNLOAD_CHUNK):
+            sink.write(chunk)
+            digest.update(chunk)
+            written += len(chunk)
+    return written, digest.hexdigest()
+
+
+def _empty_archive(data_dir: Path) -> None:
+    """Everything the archive writes, removed: the recordings partition and the webhook events stay."""
+    for path in (audio_dir(data_dir), data_dir / "quarantine", table_dir(data_dir, ARCHIVE_TABLE), audit_path(data_dir).parent):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def bench_audio_archive(bench: Bench) -> Section:
+    """The archive (`Archiver.archive_day`, what the `recording_audio` asset runs per day) beside a
+    plain requests loop fetching the same files, and its peak memory on one ~500 MB recording.
+
+    Runs its own small emulator subprocess (webhooks on) and the pipeline's webhook receiver in
+    this process, so each file is checked against the sha256 of a real recording.completed event.
     """
-    raise NotImplementedError("the audio archive benchmark is not written yet")
+    profile = bench.profile
+    section = Section("audio_archive", f"3. Audio archive (issue \"audio archive\"): one day, {bench.day}",
+                      ours_label="Archiver", baseline_label="requests loop")
+    root = bench.workdir / "archive"
+    data_dir = root / "data"
+    try:
+        with WebhookReceiver(data_dir) as receiver, \
+                EmulatorProcess(profile, bench.api_key, bench.workdir, days=profile.archive_days,
+                                per_day=profile.archive_per_day, webhook_url=receiver.url, name="emulator-archive",
+                                tmpdir=root / "emulator-tmp") as emulator:
+            section.facts["emulator (archive section)"] = {
+                "command": " ".join(emulator.command[1:]), "pid": emulator.pid,
+                "ready_seconds": round(emulator.ready_seconds, 2),
+            }
+            client = AudianClient(emulator.api_url, bench.api_key)
+            try:
+                _archive_throughput(bench, section, emulator, receiver, client, data_dir, root / "loop-files")
+                _archive_peak_memory(bench, section, emulator, receiver, client, data_dir)
+            finally:
+                client.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return section
+
+
+def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProcess, receiver: WebhookReceiver,
+                        client: AudianClient, data_dir: Path, scratch: Path) -> None:
+    day, api = bench.day, emulator.api_url
+    with Timer() as sync_timer:
+        synced = sync_day(client, data_dir, day, concurrency=16, list_limit=LIST_LIMIT)
+    recordings = read_rows(data_dir, "recordings", day)
+    completed = [r for r in recordings if r["status"] == "completed" and r["deleted_at"] is None]
+    files = [(r["recording_id"], r["file_format"], r["file_size"]) for r in completed]
+    total = sum(size for _, _, size in files)
+    checksums, waited = receiver.wait_for_checksums([rid for rid, _, _ in files], WEBHOOK_WAIT_SECONDS, emulator)
+    events_stored = receiver.settle()
+
+    api_session, storage_session = bench.plain_session(), bench.plain_session(with_key=False)
+
+    def loop_pass() -> tuple[dict, dict[str, str]]:
+        scratch.mkdir(parents=True, exist_ok=True)
+        digests, written = {}, 0
+        emulator_cpu = process_cpu(emulator.pid)
+        with Timer() as timer:
+            for rid, fmt, _ in files:
+                size, digests[rid] = _requests_download(api_session, storage_session, api, rid, scratch / f"{rid}.{fmt}")
+                written += size
+        emulator_cpu = process_cpu(emulator.pid) - emulator_cpu
+        shutil.rmtree(scratch)
+        return {"seconds": timer.wall, "cpu_seconds": timer.cpu, "emulator_cpu_seconds": emulator_cpu, "bytes": written,
+                "files": len(digests), "mb_per_second": written / 1e6 / timer.wall}, digests
+
+    def archive_pass() -> dict:
+        _empty_archive(data_dir)
+        archiver = Archiver(client, data_dir, AuditLog(data_dir))
+        reset = bench.reset_peaks()  # folds the run's peaks first, so the whole-run figure keeps them
+        before = Counter(client.stats)
+        emulator_cpu = process_cpu(emulator.pid)
+        with Timer() as timer:
+            result = archiver.archive_day(day, concurrency=ARCHIVE_CONCURRENCY)
+        emulator_cpu = process_cpu(emulator.pid) - emulator_cpu
+        manifest = {r["recording_id"]: r for r in read_rows(data_dir, ARCHIVE_TABLE, day)}
+        wrong = sum(1 for rid, _, _ in files
+                    if manifest.get(rid, {}).get("sha256") != reference.get(rid)
+                    or manifest.get(rid, {}).get("outcome") != "verified")
+        return {"seconds": timer.wall, "cpu_seconds": timer.cpu, "emulator_cpu_seconds": emulator_cpu,
+                "bytes": result.bytes_downloaded, "files": result.downloaded,
+                "mb_per_second": result.bytes_downloaded / 1e6 / timer.wall,
+                "download_phase_seconds": result.seconds_downloading,
+                "download_phase_mb_per_second": result.mb_per_second, "outcomes": result.outcomes,
+                "completed_not_verified_or_sha_differs": wrong, "client_stats": counter_delta(client.stats, before),
+                "peak_rss_bench": peak_rss() if reset else None}
+
+    try:
+        # Warm-up: the emulator's cache already holds every file (the webhooks' checksums made it),
+        # this pass warms connections and the page cache and gives the reference digests.
+        warm, reference = loop_pass()
+        webhook_disagrees = sum(1 for rid, digest in reference.items() if checksums.get(rid) != digest)
+        rounds: dict[str, list[dict]] = {"ours": [], "baseline": []}
+        for _ in rounds_within(bench.profile.archive_rounds, bench.profile.budget_seconds):
+            measured, digests = loop_pass()
+            measured["sha256_differs_from_warm_up"] = sum(1 for rid in reference if digests.get(rid) != reference[rid])
+            rounds["baseline"].append(measured)
+            rounds["ours"].append(archive_pass())
+    finally:
+        api_session.close()
+        storage_session.close()
+        _empty_archive(data_dir)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    mbps = {side: typical([r["mb_per_second"] for r in rs]) for side, rs in rounds.items()}
+    cpu_mb = {side: typical([r["cpu_seconds"] / (r["bytes"] / 1e6) * 1000 for r in rs]) for side, rs in rounds.items()}
+    emu_mb = {side: typical([r["emulator_cpu_seconds"] / (r["bytes"] / 1e6) * 1000 for r in rs]) for side, rs in rounds.items()}
+    seconds = {side: typical([r["seconds"] for r in rs]) for side, rs in rounds.items()}
+    section.rows += [
+        Row(f"MB/s downloaded + verified, one day ({len(files)} files)", mbps["ours"], mbps["baseline"], "MB/s", digits=1),
+        Row("  seconds for the day (baseline: loop)", seconds["ours"], seconds["baseline"], "s", False, 2),
+        Row("  download phase only (pool.map), MB/s", typical([r["download_phase_mb_per_second"] for r in rounds["ours"]]),
+            mbps["baseline"], "MB/s", digits=1),
+        Row("  benchmark-process CPU per MB", cpu_mb["ours"], cpu_mb["baseline"], "ms", False, 2),
+        Row("  emulator CPU per MB served", emu_mb["ours"], emu_mb["baseline"], "ms", False, 2),
+    ]
+    outcomes_ok = all(set(r["outcomes"]) <= {"verified", "not_completed"} for r in rounds["ours"])
+    verified_ok = all(r["outcomes"].get("verified", 0) == len(files) and not r["completed_not_verified_or_sha_differs"]
+                      for r in rounds["ours"])
+    ratio = mbps["ours"] / mbps["baseline"]
+    section.goals += [
+        Goal("archive MB/s >= 0.8x the requests loop (same files, same run)", ratio >= 0.8,
+             f"{mbps['ours']:,.1f} vs {mbps['baseline']:,.1f} MB/s = {ratio:.2f}x"),
+        Goal("every round: outcomes only verified / not_completed", outcomes_ok,
+             "; ".join(str(r["outcomes"]) for r in rounds["ours"])),
+        Goal(f"every completed recording ({len(files)}) verified, with the loop's sha256", verified_ok,
+             f"{sum(r['completed_not_verified_or_sha_differs'] for r in rounds['ours'])} not verified or differing over "
+             f"{len(rounds['ours'])} round(s)"),
+        Goal("the loop's sha256 equals the webhook checksum for every file", webhook_disagrees == 0,
+             f"{webhook_disagrees} differ"),
+    ]
+    if bench.profile is QUICK:
+        section.goals[-4].caveat = (f"quick run: {len(files)} files, {total / 1e6:,.0f} MB, a pass takes ~0.1 s, so per-file "
+                                    "costs and noise dominate; indicative only")
+    formats = Counter(fmt for _, fmt, _ in files)
+    section.facts["day"] = {
+        "day": str(day), "recordings": len(recordings), "completed": len(files), "formats": dict(formats),
+        "bytes": total, "largest_file_bytes": max(size for _, _, size in files),
+        "sync_day seconds": round(sync_timer.wall, 2), "sync_day rows": synced.rows,
+        "webhook checksums stored": len(checksums), "webhook events stored before the rounds": events_stored,
+        "seconds waited for the webhooks (the emulator synthesises each file to sign its checksum)": round(waited, 1),
+        "warm-up loop pass seconds": round(warm["seconds"], 2),
+    }
+    first = rounds["ours"][0]
+    section.facts["archive_day, first round"] = {
+        "outcomes": first["outcomes"], "requests (client.stats)": first["client_stats"],
+        "download phase s": round(first["download_phase_seconds"], 2), "whole call s": round(first["seconds"], 2),
+        "peak RSS of this process (VmHWM reset before)": mib(first["peak_rss_bench"]),
+    }
+    section.facts["rounds"] = rounds
+    section.notes += [
+        f"Throughput: the loop fetches the day's {len(files)} completed recordings ({total / 1e6:,.1f} MB; "
+        f"{', '.join(f'{n} {f}' for f, n in formats.items())}) one after another on keep-alive requests.Sessions, "
+        "following the 302 by hand and streaming 1 MiB chunks to a file with sha256; it does not fsync, probe or "
+        f"write a manifest. archive_day(concurrency={ARCHIVE_CONCURRENCY}) runs on an empty archive each round and "
+        "does all of that (fsync per file, mutagen probe, the webhook checksum, the manifest and the audit log); "
+        "MB/s is bytes over the whole call.",
+        f"Median of {len(rounds['ours'])} alternating round(s) (loop, archive); a warm-up loop pass ran first. The "
+        "section's emulator is its own subprocess with webhooks on; the receiver runs in this process.",
+    ]
+
+
+def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProcess, receiver: WebhookReceiver,
+                         client: AudianClient, data_dir: Path) -> None:
+    duration = bench.profile.big_duration
+    headers = {"X-Auth-Token": bench.api_key}
+    answer = requests.post(emulator.api_url + "/_emulator/recordings", headers=headers, timeout=30, json={
+        "file_format": "wav", "duration": duration, "sample_rate": BIG_SAMPLE_RATE, "channels": 1, "outcome": "completed"})
+    answer.raise_for_status()
+    (rid,) = answer.json()["recording_ids"]
+    # recording (duration, maybe a pause < 30 s) -> stopped (5 s) -> processing (< 90 s) -> completed
+    requests.post(emulator.api_url + "/_emulator/clock", headers=headers, json={"seconds": duration + 300},
+                  timeout=30).raise_for_status()
+    detail = client.get_recording(rid)
+    if detail.status != "completed":
+        raise RuntimeError(f"the big recording {rid} is {detail.status} after advancing the clock")
+    big_day = detail.created_at.date()
+    checksums, waited = receiver.wait_for_checksums([rid], WEBHOOK_WAIT_SECONDS, emulator)
+    receiver.settle()
+    sync_day(client, data_dir, big_day, concurrency=16, list_limit=LIST_LIMIT)
+
+    env = {**os.environ, "AUDIAN_API_KEY": bench.api_key}
+    bare = subprocess.run([sys.executable, "-c", _IMPORT_CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    bare_peak = int(bare.stdout.strip()) if bare.returncode == 0 else None
+    emulator_reset = reset_peak_rss(emulator.pid)
+    child = subprocess.run([sys.executable, "-c", _BIG_CHILD, emulator.api_url, str(data_dir), big_day.isoformat(), rid],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if child.returncode != 0:
+        raise RuntimeError(f"the archive subprocess failed ({child.returncode}):\n{child.stderr[-3000:]}")
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    emulator_peak = peak_rss(emulator.pid) if emulator_reset else None
+    if result["path"]:
+        (data_dir / result["path"]).unlink(missing_ok=True)  # the 500 MB copy; the emulator's cache keeps its own
+    _empty_archive(data_dir)
+
+    peak, before = result["peak_rss"], result["peak_rss_before_archive"]
+    size = result["bytes"] or result["expected_bytes"]
+    section.rows += [
+        Row(f"peak RSS archiving one {size / 1e6:,.0f} MB WAV (baseline: bare import)", peak / 1e6, bare_peak and bare_peak / 1e6,
+            "MB", False, 1),
+        Row("  peak RSS before archive_one (imports, lake read, client)", before / 1e6, bare_peak and bare_peak / 1e6,
+            "MB", False, 1),
+        Row("  MB/s for the big file (download + fsync + verify)", size / 1e6 / result["seconds"], None, "MB/s", digits=1),
+    ]
+    section.goals += [
+        Goal(f"peak RSS while archiving + verifying a {size / 1e6:,.0f} MB recording < 200 MB", peak < BIG_GOAL_BYTES,
+             f"{peak / 1e6:,.1f} MB ({mib(peak)}; bare import {mib(bare_peak)}, "
+             f"+{(peak - (bare_peak or 0)) / 2**20:,.1f} MiB over it)"),
+        Goal("the big recording's outcome is verified", result["outcome"] == "verified",
+             f"{result['outcome']}" + (f" ({result['reason']})" if result["reason"] else "")),
+    ]
+    section.facts["big recording"] = {
+        "recording_id": rid, "day": str(big_day), "bytes": result["bytes"], "expected_bytes": result["expected_bytes"],
+        "duration_s": duration, "probed_duration_s": result["probed_duration"],
+        "sha256 matches the webhook": result["sha256_matches_webhook"],
+        "seconds waited for its webhook (the emulator synthesises it to sign its checksum)": round(waited, 1),
+        "archive_one seconds": round(result["seconds"], 2), "archive_one CPU seconds": round(result["cpu_seconds"], 2),
+        "emulator peak RSS while serving it": mib(emulator_peak),
+        "child ru_maxrss (inherits this process's peak, not used)": mib(result["ru_maxrss"]),
+        "child peak RSS after each step": {**{k: mib(v) for k, v in result["steps"].items()}, "archive_one": mib(peak)},
+    }
+    section.notes.append(_PEAK_NOTE.format(parent=mib(peak_rss())))
+    section.notes.append(
+        f"Peak memory: a {duration} s 16 kHz mono WAV created through the emulator's control endpoint, its "
+        "recording.completed webhook awaited, then Archiver.archive_one run in a fresh `python -c` (its own peak "
+        "RSS, so this process's memory is not counted); the baseline is the peak of a bare "
+        "`import audian_pipeline.audio.archive`. The archived copy is deleted at once; the emulator's audio "
+        "cache is private to this section (its TMPDIR) and deleted with it, so nothing stays on disk."
+    )
 
 
 SECTIONS: list[tuple[str, Callable[[Bench], Section]]] = [
     ("foundation", bench_foundation),
     ("recordings_index", bench_recordings_index),
-    # ("audio_archive", bench_audio_archive),
+    ("audio_archive", bench_audio_archive),
 ]
 
 
@@ -830,6 +1228,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     started = time.perf_counter()
+    run_meter = OthersMeter(())
     meta = {
         "profile": asdict(profile), "seed": SEED, "clock": CLOCK,
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git": _git_describe(),
@@ -860,8 +1259,18 @@ def main(argv: list[str] | None = None) -> int:
                     if args.only and key not in args.only:
                         continue
                     t0 = time.perf_counter()
+                    meter = OthersMeter((emulator.pid,))
                     section = run(bench)
                     section.seconds = time.perf_counter() - t0
+                    others = meter.stop()
+                    if others is not None:
+                        section.facts["CPU used by other processes meanwhile"] = (
+                            f"{others['cpu_seconds']:.1f} CPU-s, {others['share_of_machine']:.0%} of the machine")
+                        if others["disturbed"]:
+                            section.notes.append(
+                                f"DISTURBED: other processes used {others['share_of_machine']:.0%} of the machine's CPU "
+                                "during this section (see `top`): its ratios are less trustworthy than usual; run again "
+                                "on a quiet machine.")
                     sections.append(section)
                     print_section(section)
                     failed += [f"{section.key}: {g.text}" + (" (*)" if g.caveat else "") for g in section.goals if not g.passed]
@@ -873,6 +1282,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\ninterrupted; the emulator was stopped", file=sys.stderr)
             return 130
     meta["bench_peak_rss_whole_run (getrusage)"] = rusage_peak()
+    meta["cpu_used_by_other_processes"] = run_meter.stop()
+    if meta["cpu_used_by_other_processes"]:
+        print(f"other processes used {meta['cpu_used_by_other_processes']['cpu_seconds']:.1f} CPU-s during the run "
+              f"({meta['cpu_used_by_other_processes']['share_of_machine']:.0%} of the machine)")
     meta["seconds"] = round(time.perf_counter() - started, 1)
     print(f"benchmark process peak RSS over the whole run (getrusage ru_maxrss): {mib(rusage_peak())}")
     goals = [(section.key, goal) for section in sections for goal in section.goals]
