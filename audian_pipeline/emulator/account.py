@@ -222,6 +222,7 @@ class Account:
         self._version = 0
         self.listeners: list[Callable[[RecordingRecord], None]] = []
         self._counter = 0
+        self._deletions = 0
         self._generate(days, per_day)
 
     # ---- generation -------------------------------------------------------------------
@@ -364,6 +365,20 @@ class Account:
             window = self._sorted[lo:hi]
         return [r for r in window if r.visible_at(now)]
 
+    def page(self, now: datetime, since: datetime | None, offset: int, limit: int) -> tuple[list[RecordingRecord], int]:
+        """One page of the list and its total. Without deletions by API the listed window is a
+        contiguous slice of the sorted index, so a page costs O(limit), not O(account)."""
+        with self._lock:
+            if self._deletions == 0:
+                lo = bisect.bisect_left(self._keys, (-now.timestamp(), ""))
+                hi = bisect.bisect_left(self._keys, (-(now - RETENTION).timestamp(), ""))
+                if since is not None:
+                    hi = min(hi, bisect.bisect_right(self._keys, (-since.timestamp(), "\U0010ffff" * 40)))
+                hi = max(hi, lo)
+                return self._sorted[lo + offset: min(lo + offset + limit, hi)], hi - lo
+        matching = self.visible(now, since)
+        return matching[offset: offset + limit], len(matching)
+
     def get_recording(self, recording_id: str, now: datetime | None = None) -> RecordingRecord | None:
         rec = self.recordings.get(recording_id)
         if rec is None or not rec.visible_at(now or self.now()):
@@ -386,6 +401,7 @@ class Account:
             if rec is None:
                 return None
             rec.deleted_at = self.now()
+            self._deletions += 1
             return rec
 
     def create_recordings(self, count: int, rng_key: str = "drift", call_id: str | None = None,

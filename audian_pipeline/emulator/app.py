@@ -294,14 +294,14 @@ def _malformed(answer: JSONResponse, kind: str) -> Response:
 
 def _list_page(account: Account, since: datetime | None, call_id: str | None, limit: int, offset: int) -> dict:
     now = account.now()
-    matching = account.visible(now, since)
-    if call_id is not None:
-        matching = [r for r in matching if r.call_id == call_id]
-    page = matching[offset: offset + limit]
+    if call_id is None:
+        page, total = account.page(now, since, offset, limit)
+    else:
+        matching = [r for r in account.visible(now, since) if r.call_id == call_id]
+        page, total = matching[offset: offset + limit], len(matching)
     return {
         "data": [r.to_list_item(now) for r in page],
-        "pagination": {"total": len(matching), "limit": limit, "offset": offset,
-                       "has_more": offset + len(page) < len(matching)},
+        "pagination": {"total": total, "limit": limit, "offset": offset, "has_more": offset + len(page) < total},
     }
 
 
