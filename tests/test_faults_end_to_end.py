@@ -180,7 +180,10 @@ def _lake_bytes(data_dir: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("break_it, expected", [
     ("wrong_key", "AUDIAN_API_KEY"),
     ("unreachable", "AUDIAN_API_URL"),
-    ("malformed", "recording"),
+    ("invalid_json", "not JSON"),
+    ("missing_field", "has no field"),
+    ("wrong_type", "wrong type"),
+    ("unknown_status", "'archived', not one of"),
 ])
 def test_a_broken_world_fails_with_one_clear_message_and_keeps_what_was_stored(
         fresh_emulator, data_dir, break_it, expected):
@@ -193,7 +196,7 @@ def test_a_broken_world_fails_with_one_clear_message_and_keeps_what_was_stored(
         result = _run_day(emu, data_dir, audian=AudianResource(api_url="http://127.0.0.1:9", api_key=DEMO_API_KEY,
                                                                retries=1))
     else:
-        requests.post(f"{emu.api_url}/_emulator/faults", json={"malformed": 1.0},
+        requests.post(f"{emu.api_url}/_emulator/faults", json={"malformed": 1.0, "malformed_kind": break_it},
                       headers={"X-Auth-Token": DEMO_API_KEY}, timeout=5).raise_for_status()
         result = _run_day(emu, data_dir)
     assert not result.success

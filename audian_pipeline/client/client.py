@@ -163,7 +163,9 @@ class AudianClient:
         try:
             body = json.loads(response.data)
         except ValueError:
-            raise errors.MalformedResponse(f"{what}: Audian answered {response.status} with a body that is not JSON") from None
+            raise errors.MalformedResponse(
+                f"{what}: Audian answered {response.status} with a body that is not JSON. {BROKEN_CONTRACT}"
+            ) from None
         if not isinstance(body, dict):
             raise errors.MalformedResponse(f"{what}: Audian answered with JSON that is not an object")
         return body
@@ -183,11 +185,11 @@ class AudianClient:
         if call_id is not None:
             params["call_id"] = call_id
         response = self._request("GET", "/v2/recordings", "list", params)
-        return Page.from_api(self._json(response, "GET /v2/recordings"))
+        return _parse(Page, self._json(response, "GET /v2/recordings"), "GET /v2/recordings")
 
     def get_recording(self, recording_id: str) -> Recording:
         path = f"/v2/recordings/{_segment(recording_id)}"
-        return Recording.from_api(self._json(self._request("GET", path, "detail"), f"GET {path}"))
+        return _parse(Recording, self._json(self._request("GET", path, "detail"), f"GET {path}"), f"GET {path}")
 
     def delete_recording(self, recording_id: str) -> datetime:
         path = f"/v2/recordings/{_segment(recording_id)}"
@@ -196,7 +198,7 @@ class AudianClient:
 
     def get_call(self, call_id: str) -> Call:
         path = f"/v2/calls/{_segment(call_id)}"
-        return Call.from_api(self._json(self._request("GET", path, "call"), f"GET {path}"))
+        return _parse(Call, self._json(self._request("GET", path, "call"), f"GET {path}"), f"GET {path}")
 
     # ---- downloads ---------------------------------------------------------------------------
     def download_location(self, recording_id: str) -> str:
@@ -263,6 +265,18 @@ class AudianClient:
             if response is not None:
                 response.release_conn()
         return received
+
+
+BROKEN_CONTRACT = ("Nothing from this answer was stored; run again later, and report it to Audian if it "
+                   "persists.")
+
+
+def _parse(model, body: dict, what: str):
+    """A payload that breaks the contract fails with what is wrong, where, and what to do."""
+    try:
+        return model.from_api(body)
+    except errors.MalformedResponse as exc:
+        raise errors.MalformedResponse(f"{what}: Audian's answer breaks its API contract: {exc}. {BROKEN_CONTRACT}") from None
 
 
 class _Cut(Exception):

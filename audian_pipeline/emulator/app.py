@@ -141,7 +141,8 @@ def api_app(emu: Emulator) -> Starlette:
             key = f"{request.method} {request.url.path}?{request.url.query}"
             if (answer.status_code == 200 and isinstance(answer, JSONResponse) and request.url.path.startswith("/v2/")
                     and emu.faults.should("malformed", key)):
-                return _malformed(answer, MALFORMED_KINDS[stable_hash(emu.account.seed, key) % len(MALFORMED_KINDS)])
+                kind = emu.faults.config.malformed_kind
+                return _malformed(answer, kind or MALFORMED_KINDS[stable_hash(emu.account.seed, key) % len(MALFORMED_KINDS)])
             return answer
 
         return wrapped

@@ -34,6 +34,8 @@ class FaultConfig:
     """The storage host answers 403 to a valid signed URL, as to an expired one."""
     malformed: float = 0.0
     """A 200 answer whose body breaks the contract (see MALFORMED_KINDS); not retryable."""
+    malformed_kind: str | None = None
+    """Always this kind of malformed answer; None picks one per request from the seed."""
     retry_after_seconds: int = 1
     max_consecutive: int = 2
 
@@ -42,6 +44,8 @@ class FaultConfig:
             value = getattr(self, f.name)
             if f.name in FAULT_NAMES and not 0.0 <= value <= 1.0:
                 raise ValueError(f"fault rate {f.name} must be between 0 and 1 (got {value})")
+        if self.malformed_kind not in (None, *MALFORMED_KINDS):
+            raise ValueError(f"malformed_kind must be one of {', '.join(MALFORMED_KINDS)}")
 
     @classmethod
     def everything(cls, rate: float = 0.1) -> "FaultConfig":
