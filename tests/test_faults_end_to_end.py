@@ -50,8 +50,9 @@ ACCOUNT = dict(seed=91, days=12, per_day=14, max_duration=45)
 
 
 def resources_for(emu, data_dir: Path, api_key=DEMO_API_KEY) -> dict:
+    """Pages of 7 so that each day's window takes several pages for drift to shift."""
     return {
-        "audian": AudianResource(api_url=emu.api_url, api_key=api_key),
+        "audian": AudianResource(api_url=emu.api_url, api_key=api_key, list_limit=7),
         "lake": LakeResource(data_dir=str(data_dir)),
         "warehouse_settings": WarehouseResource(as_of=emu.account.now().isoformat()),
     }
