@@ -20,7 +20,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from typing import Iterable
 
 from audian_pipeline.emulator.audio import AudioSpec, bitrate_for, file_size
 from audian_pipeline.settings import RETENTION_DAYS
@@ -219,8 +219,6 @@ class Account:
         self.calls: dict[str, CallRecord] = {}
         self._sorted: list[RecordingRecord] = []  # newest first
         self._keys: list[tuple[float, str]] = []  # negated sort keys, ascending, for bisect
-        self._version = 0
-        self.listeners: list[Callable[[RecordingRecord], None]] = []
         self._counter = 0
         self._deletions = 0
         self._generate(days, per_day)
@@ -342,7 +340,6 @@ class Account:
             ordered = sorted(self.recordings.values(), key=RecordingRecord.sort_key, reverse=True)
             self._sorted = ordered
             self._keys = [(-r.created_at.timestamp(), _neg(r.recording_id)) for r in ordered]
-            self._version += 1
 
     def _insert(self, rec: RecordingRecord) -> None:
         key = (-rec.created_at.timestamp(), _neg(rec.recording_id))
@@ -421,9 +418,6 @@ class Account:
                 self.recordings[rec.recording_id] = rec
                 self._insert(rec)
                 made.append(rec)
-        for listener in self.listeners:
-            for rec in made:
-                listener(rec)
         return made
 
     def start_live_recording(self, call_id: str, file_format: str) -> RecordingRecord:
