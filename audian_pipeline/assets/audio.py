@@ -37,7 +37,7 @@ AT_RISK = "no_unverified_recording_near_expiry"
 def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
     client = audian.get_client()
     before = Counter(client.stats)
-    archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run_id))
+    archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run.run_id))
     days: list[ArchiveDay] = []
     for day in partition_days(context):
         result = archiver.archive_day(day, concurrency=audian.download_concurrency)
