@@ -179,6 +179,7 @@ def _lake_bytes(data_dir: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("break_it, expected", [
+    ("bad_url", "AUDIAN_API_URL must be an http(s) base URL"),
     ("wrong_key", "AUDIAN_API_KEY"),
     ("unreachable", "AUDIAN_API_URL"),
     ("invalid_json", "not JSON"),
@@ -191,7 +192,9 @@ def test_a_broken_world_fails_with_one_clear_message_and_keeps_what_was_stored(
     emu = fresh_emulator(seed=92, days=3, per_day=10, max_duration=20)
     assert _run_day(emu, data_dir).success
     stored = _lake_bytes(data_dir)
-    if break_it == "wrong_key":
+    if break_it == "bad_url":
+        result = _run_day(emu, data_dir, audian=AudianResource(api_url="api.audian.com:8443", api_key=DEMO_API_KEY))
+    elif break_it == "wrong_key":
         result = _run_day(emu, data_dir, audian=AudianResource(api_url=emu.api_url, api_key="sk_wrong_key_x"))
     elif break_it == "unreachable":
         result = _run_day(emu, data_dir, audian=AudianResource(api_url="http://127.0.0.1:9", api_key=DEMO_API_KEY,
