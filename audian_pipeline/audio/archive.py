@@ -23,7 +23,7 @@ from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.audio.verify import Expected, Verification, verify
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.errors import AudianError, NotFound
-from audian_pipeline.lake.files import data_dir_error, fsync_dir, publish, remove_stale_temporaries, temp_path_for
+from audian_pipeline.lake.files import data_dir_error, fsync_path, publish, remove_stale_temporaries, temp_path_for
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.paths import UnsafeIdentifier, archive_path, events_db, quarantine_path
 
@@ -153,7 +153,7 @@ class Archiver:
         aside = self._pending_file(rec)
         aside.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, aside)
-        fsync_dir(aside.parent)
+        fsync_path(aside.parent)
 
     def _pending_file(self, rec: dict) -> Path:
         return quarantine_path(self.data_dir, rec["created_at"].date(), rec["recording_id"], rec["file_format"])

@@ -50,10 +50,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 import struct
-import tempfile
 import threading
 import weakref
 import zlib
@@ -66,6 +64,8 @@ from typing import Iterator
 import lameenc
 import numpy as np
 import soundfile
+
+from audian_pipeline.lake.files import atomic_writer
 
 # Bump when the bytes produced for a spec change, so caches on disk are not reused.
 SYNTH_VERSION = 1
@@ -585,9 +585,10 @@ class AudioCache:
     """Files on disk, each synthesised once, with its sha256 stored beside it.
 
     Downloads are served from these files (range requests need a real file), and webhooks
-    quote the checksum, so hashing must not repeat. Writes are atomic (temp file in the same
-    directory, fsync, os.replace), so a reader never sees a partial file, even across
-    processes; within a process a per-file lock makes concurrent requests generate once.
+    quote the checksum, so hashing must not repeat. Writes go through the project's one
+    atomic writer (`lake.files.atomic_writer`: temp file beside it, fsync, rename), so a
+    reader never sees a partial file, even across processes; within a process a per-file lock
+    makes concurrent requests generate once.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -652,30 +653,6 @@ def _sidecar(path: Path) -> Path:
 
 
 def _write_atomic(path: Path, chunks: Iterator[bytes] | list[bytes]) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; not every platform can open a directory, which is harmless."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_writer(path) as out:
+        for chunk in chunks:
+            out.write(chunk)

@@ -39,16 +39,16 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-fsync_dir = fsync_path
-
-
 def temp_path_for(target: Path) -> Path:
     return target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}.partial"
 
 
 @contextlib.contextmanager
 def atomic_writer(target: Path) -> Iterator[IO[bytes]]:
-    """Yield a file to write; on success it replaces `target` atomically and durably."""
+    """Yield a file to write; on success it replaces `target` atomically and durably.
+
+    The one atomic write of the project: the lake's partitions and the emulator's audio cache
+    both go through it (the archive streams through `temp_path_for` and `publish` itself)."""
     temp = temp_path_for(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +57,6 @@ def atomic_writer(target: Path) -> Iterator[IO[bytes]]:
             handle.flush()
             os.fsync(handle.fileno())
         publish(temp, target)
-    except OSError as exc:
-        raise data_dir_error(exc, target) from None
     finally:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
@@ -68,7 +66,7 @@ def publish(temp: Path, target: Path) -> None:
     """Move a complete, fsynced temporary file into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(temp, target)
-    fsync_dir(target.parent)
+    fsync_path(target.parent)
 
 
 def remove_stale_temporaries(directory: Path, older_than_seconds: float = 3600) -> int:

@@ -9,7 +9,7 @@ from typing import Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audian_pipeline.lake.files import atomic_writer, remove_stale_temporaries
+from audian_pipeline.lake.files import atomic_writer, data_dir_error, remove_stale_temporaries
 from audian_pipeline.lake.paths import partition_file
 from audian_pipeline.lake.schemas import SCHEMAS
 
@@ -28,8 +28,11 @@ def write_partition(data_dir: Path, table: str, day: date, data: pa.Table) -> tu
         data = data.cast(schema)
     target = partition_file(data_dir, table, day)
     remove_stale_temporaries(target.parent)
-    with atomic_writer(target) as handle:
-        pq.write_table(data.replace_schema_metadata(schema.metadata), handle, compression="zstd")
+    try:
+        with atomic_writer(target) as handle:
+            pq.write_table(data.replace_schema_metadata(schema.metadata), handle, compression="zstd")
+    except OSError as exc:
+        raise data_dir_error(exc, target) from None
     return target, target.stat().st_size
 
 
