@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from audian_pipeline.client.errors import AudianError, NotFound
 from audian_pipeline.lake.files import data_dir_error, fsync_path, publish, remove_stale_temporaries, temp_path_for
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.paths import UnsafeIdentifier, archive_path, events_db, quarantine_path
+from audian_pipeline.webhooks.store import EventStore
 
 TABLE = "recording_audio"
 HASH_CHUNK = 4 * 1024 * 1024
@@ -55,8 +57,6 @@ def load_checksums(data_dir: Path, recording_ids: list[str]) -> dict[str, str]:
     path = events_db(data_dir)
     if not path.exists() or not recording_ids:
         return {}
-    from audian_pipeline.webhooks.store import EventStore
-
     with EventStore(path) as store:
         return store.checksums(recording_ids)
 
@@ -67,12 +67,17 @@ class Archiver:
     def __init__(self, client: AudianClient, data_dir: Path, audit: AuditLog, now: datetime | None = None) -> None:
         self.client, self.data_dir, self.audit = client, data_dir, audit
         self.now = now or datetime.now(timezone.utc)
+        self._downloaded: list[int] = []
+        """Bytes of each file this archiver downloaded (verified or not); appended from threads."""
+        self._lock = threading.Lock()
 
     def archive_day(self, day: date, concurrency: int = 4) -> ArchiveDay:
         recordings = read_rows(self.data_dir, "recordings", day)
         previous = {row["recording_id"]: row for row in read_rows(self.data_dir, TABLE, day)}
         checksums = load_checksums(self.data_dir, [r["recording_id"] for r in recordings])
         clean_stale_downloads(self.data_dir, day)
+        with self._lock:
+            self._downloaded = []
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="download") as pool:
             rows = list(pool.map(lambda r: self.archive_one(r, previous.get(r["recording_id"]),
@@ -80,13 +85,15 @@ class Archiver:
         elapsed = time.perf_counter() - started
         rows.sort(key=lambda r: (r["created_at"], r["recording_id"]), reverse=True)
         path, _ = write_partition(self.data_dir, TABLE, day, to_table(TABLE, rows))
-        fresh = [r for r in rows if r["last_attempt_at"] == self.now and r["bytes"]]
+        waiting = _unarchived(recordings, rows)
+        horizon = self.now + timedelta(hours=48)
+        oldest = min(waiting, key=lambda r: r["created_at"], default=None)
         return ArchiveDay(
-            day=day, path=path, rows=len(rows), downloaded=len(fresh),
-            bytes_downloaded=sum(r["bytes"] for r in fresh), seconds_downloading=elapsed,
+            day=day, path=path, rows=len(rows), downloaded=len(self._downloaded),
+            bytes_downloaded=sum(self._downloaded), seconds_downloading=elapsed,
             outcomes=dict(Counter(r["outcome"] for r in rows)),
-            oldest_unarchived=_oldest_unarchived(recordings, rows),
-            at_risk=_at_risk(recordings, rows, self.now),
+            oldest_unarchived={k: oldest[k] for k in ("recording_id", "created_at", "expires_at")} if oldest else None,
+            at_risk=[r["recording_id"] for r in waiting if r["expires_at"] <= horizon],
             unsafe_ids=[r["recording_id"] for r in rows if r["outcome"] == "unsafe_id"],
         )
 
@@ -134,6 +141,8 @@ class Archiver:
             temp.unlink(missing_ok=True)
             return self._finish(row, Verification("download_failed", str(exc)), None)
         row["bytes"], row["sha256"] = result.bytes_written, digest.hexdigest()
+        with self._lock:
+            self._downloaded.append(result.bytes_written)
         verdict = verify(temp, result.bytes_written, row["sha256"], _expected(rec, row["expected_sha256"]))
         self._place(temp, final, rec, verdict)
         return self._finish(row, verdict, final)
@@ -199,22 +208,11 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _oldest_unarchived(recordings: list[dict], rows: list[dict]) -> dict | None:
+def _unarchived(recordings: list[dict], rows: list[dict]) -> list[dict]:
+    """Completed recordings Audian still lists that have no verified copy yet."""
     verified = {r["recording_id"] for r in rows if r["outcome"] == "verified"}
-    waiting = [r for r in recordings if r["status"] == "completed" and r.get("deleted_at") is None
-               and r["recording_id"] not in verified]
-    if not waiting:
-        return None
-    oldest = min(waiting, key=lambda r: r["created_at"])
-    return {"recording_id": oldest["recording_id"], "created_at": oldest["created_at"], "expires_at": oldest["expires_at"]}
-
-
-def _at_risk(recordings: list[dict], rows: list[dict], now: datetime) -> list[str]:
-    verified = {r["recording_id"] for r in rows if r["outcome"] == "verified"}
-    horizon = now + timedelta(hours=48)
-    return [r["recording_id"] for r in recordings
-            if r["status"] == "completed" and r.get("deleted_at") is None
-            and r["recording_id"] not in verified and r["expires_at"] <= horizon]
+    return [r for r in recordings if r["status"] == "completed" and r.get("deleted_at") is None
+            and r["recording_id"] not in verified]
 
 
 def clean_stale_downloads(data_dir: Path, day: date) -> int:
