@@ -44,7 +44,7 @@ def not_found(what: str = "Recording") -> JSONResponse:
     return error(404, "not_found", f"{what} not found")
 
 
-def QUOTA_EXCEEDED() -> JSONResponse:  # noqa: N802 - reads as the constant answer it is
+def quota_exceeded() -> JSONResponse:
     return error(429, "quota_exceeded", "Recording storage quota exceeded")
 
 
@@ -208,7 +208,7 @@ def api_app(emu: Emulator) -> Starlette:
         emu.account.calls[call_id] = call
         answer = {"call_id": call_id, "status": "in-progress", "from": body["from"], "to": body["to"]}
         if recording.get("enabled") and emu.quota_full():
-            return QUOTA_EXCEEDED()
+            return quota_exceeded()
         if recording.get("enabled"):
             rec = emu.account.start_live_recording(call_id, recording.get("format", "mp3"))
             answer["recording_id"] = rec.recording_id
@@ -234,7 +234,7 @@ def api_app(emu: Emulator) -> Starlette:
             if bad:
                 return bad
             if emu.quota_full():
-                return QUOTA_EXCEEDED()
+                return quota_exceeded()
             rec = emu.account.start_live_recording(call_id, body.get("format", "mp3"))
             return JSONResponse({"call_id": call_id, "recording_id": rec.recording_id, "status": "recording",
                                  "started_at": iso(rec.created_at), "format": rec.file_format})

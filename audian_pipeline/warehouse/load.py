@@ -158,7 +158,7 @@ def load_warehouse(
                     for ddl in table_ddl_files(sql_dir):
                         con.execute(ddl.read_text())
                     loaded_days = lake_days(data_dir)
-                    loaded = _load_everything(con, data_dir, show_phone_numbers)
+                    loaded = _load_everything(con, data_dir, loaded_days, show_phone_numbers)
                 else:
                     loaded_days = wanted_days or []
                     loaded = _load_days(con, data_dir, loaded_days, show_phone_numbers)
@@ -244,7 +244,7 @@ def _load_days(
 
 
 def _load_everything(
-    con: duckdb.DuckDBPyConnection, data_dir: Path, show_phone_numbers: bool
+    con: duckdb.DuckDBPyConnection, data_dir: Path, days: list[date], show_phone_numbers: bool
 ) -> dict[str, dict[date, int]]:
     """Each table in one statement over all its partitions (the hive `date=` folder is the day).
 
@@ -252,7 +252,6 @@ def _load_everything(
     as a per-day load of that day would."""
     loaded: dict[str, dict[date, int]] = {t: {} for t in TABLES}
     now = datetime.now(timezone.utc)
-    days = lake_days(data_dir)
     for table in TABLES:
         if lake_days(data_dir, [table]):  # else the DDL's empty table of the right schema stays
             pattern = str(table_dir(data_dir, table) / "date=*" / PARTITION_FILE)

@@ -56,11 +56,6 @@ class Report:
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row)) for row in self.rows]
 
-    def frame(self):
-        import pandas as pd
-
-        return pd.DataFrame.from_records(self.rows, columns=self.columns)
-
 
 def view_name(name: str) -> str:
     """`durations` or `report_durations` -> `report_durations`."""
@@ -108,10 +103,6 @@ def read_report(path: Path, name: str) -> Report:
         as_of = con.execute("SELECT as_of FROM pipeline_settings").fetchone()
     return Report(name=view.removeprefix("report_"), view=view, columns=columns, rows=rows,
                   as_of=as_of[0] if as_of else None)
-
-
-def read_report_frame(path: Path, name: str):
-    return read_report(path, name).frame()
 
 
 def print_report(settings: Settings, name: str, out: IO[str] | None = None) -> int:
