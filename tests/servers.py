@@ -27,10 +27,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_answers(url: str, timeout: float = 15.0) -> None:
-    """Poll `url` until it gives any HTTP answer: the server is then accepting requests."""
+def wait_until_answers(url: str, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
+    """Poll `url` until it gives any HTTP answer: the server is then accepting requests.
+
+    With `process`, give up at once if that server process exits first."""
     deadline = time.monotonic() + timeout
     while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server process exited with {process.returncode} before answering")
         try:
             requests.get(url, timeout=1)
             return
@@ -91,23 +95,9 @@ def serve_subprocess(code: str, port: int, env: dict[str, str] | None = None,
         [sys.executable, "-c", code], env={**os.environ, **(env or {})}, stdout=output, stderr=output
     )
     try:
-        _wait_process_answers(process, f"http://127.0.0.1:{port}/", timeout)
+        wait_until_answers(f"http://127.0.0.1:{port}/", timeout, process)
         yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         process.wait(timeout)
-
-
-def _wait_process_answers(process: subprocess.Popen, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"server process exited with {process.returncode} before answering")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing answered at {url} within {timeout} s") from None
-            time.sleep(0.05)

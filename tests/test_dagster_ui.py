@@ -7,14 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 
-from servers import free_port
+from servers import free_port, wait_until_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -41,22 +40,16 @@ def dagster_webserver(tmp_path_factory, emulator):
                     (today - timedelta(days=2)).isoformat(), "--end", (today - timedelta(days=1)).isoformat()],
                    cwd=home, env=env, check=True, capture_output=True, timeout=300)
     dagster = Path(sys.executable).with_name("dagster")
+    log = open(home / "dagster-dev.log", "wb")  # a file, not a pipe nobody reads while it runs
     proc = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url + "/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-            if proc.poll() is not None:
-                pytest.fail("dagster dev exited: " + proc.stdout.read().decode(errors="replace")[-3000:])
-        else:
-            pytest.fail("dagster dev did not answer within 120 s")
+        try:
+            wait_until_answers(url + "/server_info", 120, proc)
+        except (RuntimeError, TimeoutError) as exc:
+            tail = (home / "dagster-dev.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"dagster dev did not come up ({exc}):\n{tail}")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -64,6 +57,7 @@ def dagster_webserver(tmp_path_factory, emulator):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 def _graphql(url: str, query: str) -> dict:
