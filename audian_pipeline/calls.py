@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from audian_pipeline.client.client import AudianClient
+from audian_pipeline.client.client import AudianClient, fetch_each
 from audian_pipeline.client.errors import NotFound
 from audian_pipeline.client.models import Call, MalformedResponse
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
@@ -85,26 +84,6 @@ def calls_to_fetch(recordings: list[dict], stored: set[str]) -> tuple[list[str],
     return ready, deferred
 
 
-def fetch_calls(client: AudianClient, call_ids: list[str], concurrency: int) -> dict[str, Call | Exception]:
-    """`GET /v2/calls/{id}` for each id, concurrent over the pooled session.
-
-    A 404 or a refused answer is returned in place of the call, so one bad call does not cost
-    the others; any other error (401, Audian down after every retry) fails the run.
-    """
-
-    def fetch(call_id: str) -> tuple[str, Call | Exception]:
-        try:
-            return call_id, client.get_call(call_id)
-        except (NotFound, MalformedResponse) as exc:
-            return call_id, exc
-
-    if not call_ids:
-        return {}
-    workers = max(1, min(concurrency, len(call_ids)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="call") as pool:
-        return dict(pool.map(fetch, call_ids))
-
-
 def sync_calls_day(
     client: AudianClient,
     data_dir: Path,
@@ -117,7 +96,9 @@ def sync_calls_day(
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     rows = {row["call_id"]: row for row in read_rows(data_dir, TABLE, day)}
     ready, deferred = calls_to_fetch(read_rows(data_dir, "recordings", day), set(rows))
-    answers = fetch_calls(client, ready, concurrency)
+    # A 404 or a refused answer (an in-progress call) is kept in place of the call, so one bad
+    # call does not cost the others; any other error (401, Audian down) fails the run.
+    answers = fetch_each(client.get_call, ready, concurrency, tolerate=(NotFound, MalformedResponse))
 
     not_found, unreadable = 0, {}
     for call_id, answer in answers.items():

@@ -8,12 +8,11 @@ past retention the lake is the only copy left.
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-from audian_pipeline.client.client import AudianClient
+from audian_pipeline.client.client import AudianClient, fetch_each
 from audian_pipeline.client.errors import InvalidRequest, NotFound
 from audian_pipeline.client.models import Recording, RecordingSummary
 from audian_pipeline.client.paging import WindowListing, list_window
@@ -84,14 +83,17 @@ def sync_day(
     listing = list_window(client, start, end, list_limit)
 
     stale = [s for s in listing.recordings if s.recording_id not in stored or _listed(stored[s.recording_id]) != s.listed_fields()]
-    details = _fetch_details(client, stale, concurrency)
+    # NotFound: deleted between the list and the detail call. InvalidRequest: an ID the client
+    # will not put in a URL; the row keeps the listed fields and the archive calls it unsafe_id.
+    details = fetch_each(client.get_recording, [r.recording_id for r in stale], concurrency,
+                         tolerate=(NotFound, InvalidRequest))
 
     rows: dict[str, dict] = {}
     for summary in listing.recordings:
         rid = summary.recording_id
         detail = details.get(rid)
-        rows[rid] = _row(summary, detail or None, stored.get(rid), now)
-        if rid in details and detail is None:  # deleted between the list and the detail call
+        rows[rid] = _row(summary, detail if isinstance(detail, Recording) else None, stored.get(rid), now)
+        if isinstance(detail, NotFound):
             rows[rid]["deleted_at"] = now
     marked = 0
     for rid, previous in stored.items():
@@ -110,24 +112,6 @@ def sync_day(
         marked_deleted=marked, detail_calls=len(stale), listing=listing,
         rows_by_status=dict(Counter("deleted" if r["deleted_at"] else r["status"] for r in ordered)),
     )
-
-
-def _fetch_details(client: AudianClient, stale: list[RecordingSummary], concurrency: int) -> dict[str, Recording | None | bool]:
-    """Detail calls, concurrent over the pooled session. None marks a recording gone meanwhile,
-    False an ID the client refuses to put in a URL (the archive records it as `unsafe_id`)."""
-
-    def fetch(summary: RecordingSummary) -> tuple[str, Recording | None | bool]:
-        try:
-            return summary.recording_id, client.get_recording(summary.recording_id)
-        except NotFound:
-            return summary.recording_id, None
-        except InvalidRequest:  # an ID that is not a plain path segment: keep the listed fields only
-            return summary.recording_id, False
-
-    if not stale:
-        return {}
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(stale))), thread_name_prefix="detail") as pool:
-        return dict(pool.map(fetch, stale))
 
 
 def api_count(client: AudianClient, day: date) -> int:

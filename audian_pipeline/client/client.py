@@ -21,7 +21,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
@@ -34,6 +35,7 @@ from audian_pipeline.client.models import Call, Page, Recording, format_timestam
 from audian_pipeline.settings import check_api_key, check_api_url
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+T = TypeVar("T")
 _QUERY = re.compile(r"\?[^\s'\"]*")
 
 
@@ -277,6 +279,26 @@ def _parse(model, body: dict, what: str):
         return model.from_api(body)
     except errors.MalformedResponse as exc:
         raise errors.MalformedResponse(f"{what}: Audian's answer breaks its API contract: {exc}. {BROKEN_CONTRACT}") from None
+
+
+def fetch_each(
+    fetch: Callable[[str], T], ids: Sequence[str], concurrency: int, tolerate: tuple[type[Exception], ...] = ()
+) -> dict[str, T | Exception]:
+    """`fetch(id)` for every id, `concurrency` at a time over the client's pooled connections.
+
+    An exception of a `tolerate`d kind (say NotFound) stands in for that id's answer, so one
+    bad id does not cost the others; any other error fails the whole batch."""
+
+    def one(identifier: str) -> tuple[str, T | Exception]:
+        try:
+            return identifier, fetch(identifier)
+        except tolerate as exc:
+            return identifier, exc
+
+    if not ids:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(ids))), thread_name_prefix="fetch") as pool:
+        return dict(pool.map(one, ids))
 
 
 class _Cut(Exception):
