@@ -72,13 +72,18 @@ def publish(temp: Path, target: Path) -> None:
 def remove_stale_temporaries(directory: Path, older_than_seconds: float = 3600) -> int:
     """Delete what a killed writer left behind (hidden, never read by globs); returns the count.
 
-    Only files older than an hour go, so a writer still running elsewhere keeps its file."""
+    Only files older than an hour go, so a writer still running elsewhere keeps its file. That
+    writer may also rename its file into place between our listing and our look at it: a file
+    that vanished meanwhile is simply not stale."""
     if not directory.is_dir():
         return 0
     removed = 0
     cutoff = time.time() - older_than_seconds
     for stale in directory.glob(f"{TEMP_PREFIX}*"):
-        if stale.stat().st_mtime < cutoff:
-            stale.unlink(missing_ok=True)
-            removed += 1
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
     return removed
