@@ -145,6 +145,11 @@ def test_deleted_between_listing_and_download_is_gone(fresh_emulator, data_dir):
         assert manifest(data_dir, day)[victim]["outcome"] == "gone"
 
 
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.event_specific_data.check_name: e.event_specific_data
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
 @pytest.mark.parametrize("bad_id", ["../../../escape", "rec.evil", "rec_..%2F..%2Fx"])
 def test_a_path_like_recording_id_never_writes_outside_the_archive(fresh_emulator, data_dir, tmp_path, bad_id):
     emu = fresh_emulator(seed=46, days=1, per_day=2)
@@ -154,21 +159,61 @@ def test_a_path_like_recording_id_never_writes_outside_the_archive(fresh_emulato
     assert made.status_code == 201
     emu.account.clock.advance(600)
     before = {p for p in tmp_path.rglob("*")}
-    result = dg.materialize(
-        [recordings, recording_audio],
-        resources={"audian": AudianResource(api_url=emu.api_url, api_key=DEMO_API_KEY),
-                   "lake": LakeResource(data_dir=str(data_dir))},
-        partition_key=emu.account.now().date().isoformat(), raise_on_error=False,
-    )
-    assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert "not safe as file names" in failure.event_specific_data.error.message
-    assert "report the IDs to Audian" in failure.event_specific_data.error.message
-    rows = manifest(data_dir, emu.account.now().date())
-    assert rows[bad_id]["outcome"] == "unsafe_id"
+    for _ in range(2):  # unsafe_id is final: a second run of the day must not fail either
+        result = run(emu, data_dir, emu.account.now().date())
+        assert result.success
+        check = check_results(result)["no_unsafe_recording_ids"]
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+        assert "not safe as file names" in check.description and "Report the IDs to Audian" in check.description
+    row = manifest(data_dir, emu.account.now().date())[bad_id]
+    assert row["outcome"] == "unsafe_id" and "refusing to use the ID" in row["reason"]
     created = {p for p in tmp_path.rglob("*")} - before
     assert all(data_dir in p.parents for p in created)
     assert not any("escape" in p.name or "evil" in p.name for p in created)
+
+
+def test_unsafe_ids_fail_a_check_and_the_warehouse_is_still_built(fresh_emulator, tmp_path):
+    from audian_pipeline import definitions
+    from audian_pipeline.lake.paths import warehouse_path
+    from audian_pipeline.runner import run_range
+    from audian_pipeline.warehouse.resource import WarehouseResource
+
+    emu = fresh_emulator(seed=47, days=2, per_day=6)
+    for bad_id in ("../x", "rec evil"):
+        requests.post(f"{emu.api_url}/_emulator/recordings", headers={"X-Auth-Token": DEMO_API_KEY},
+                      json={"recording_id": bad_id, "file_format": "wav", "duration": 3, "outcome": "completed"},
+                      timeout=5).raise_for_status()
+    emu.account.clock.advance(600)
+    data_dir, today = tmp_path / "data", emu.account.now().date()
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"audian": AudianResource(api_url=emu.api_url, api_key=DEMO_API_KEY),
+                 "lake": LakeResource(data_dir=str(data_dir)),
+                 "warehouse_settings": WarehouseResource(as_of=emu.account.now().isoformat())}
+    assert run_range(today - timedelta(days=1), today, resources=resources, dagster_instance=instance) == 0
+    with duckdb.connect(str(warehouse_path(data_dir)), read_only=True) as con:
+        unsafe = con.sql("select count(*) from recording_audio where outcome = 'unsafe_id'").fetchall()[0][0]
+        assert unsafe == 2 and con.sql("select count(*) from report_durations").fetchall()[0][0] > 0
+    evaluations = [entry.dagster_event.event_specific_data for run_ in instance.get_runs()
+                   for entry in instance.all_logs(run_.run_id)
+                   if entry.dagster_event and entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
+    (unsafe_check,) = [e for e in evaluations if e.check_name == "no_unsafe_recording_ids"]
+    assert not unsafe_check.passed and "'../x'" in unsafe_check.description
+
+
+def test_a_day_where_every_download_failed_fails_a_check(fresh_emulator, data_dir):
+    with account_with_webhooks(fresh_emulator, data_dir, seed=48, days=2, per_day=6) as emu:
+        requests.post(f"{emu.api_url}/_emulator/faults", json={"forbidden": 1.0, "max_consecutive": 99},
+                      headers={"X-Auth-Token": DEMO_API_KEY}, timeout=5).raise_for_status()
+        day = emu.account.now().date() - timedelta(days=1)
+        result = run(emu, data_dir, day)
+        assert result.success  # failed downloads are retried by the next run...
+        check = check_results(result)["downloads_succeed"]
+        assert not check.passed and day.isoformat() in check.description  # ...and a person sees them now
+        assert {r["outcome"] for r in manifest(data_dir, day).values()} <= {"download_failed", "not_completed"}
+        requests.post(f"{emu.api_url}/_emulator/faults", json={}, headers={"X-Auth-Token": DEMO_API_KEY},
+                      timeout=5).raise_for_status()
+        again = run(emu, data_dir, day, assets=(recording_audio,))
+        assert check_results(again)["downloads_succeed"].passed
 
 
 @pytest.mark.parametrize("outcome, change", [
@@ -195,3 +240,53 @@ def test_an_html_error_page_is_not_audio(tmp_path):
     digest = hashlib.sha256(page.read_bytes()).hexdigest()
     result = verify(page, page.stat().st_size, digest, Expected(page.stat().st_size, digest, "mp3", 1, 16000, 1))
     assert result.outcome == "not_audio" and result.reason
+
+
+@pytest.mark.slow
+def test_a_killed_download_is_cleaned_up_by_a_run_of_another_day(fresh_emulator, tmp_path):
+    """What a SIGKILLed download leaves (a hidden temporary) is swept by the next run once stale,
+    even when that run archives a different day and the killed day is never archived again."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from test_faults_end_to_end import RUN, _cli_env
+
+    emu = fresh_emulator(seed=49, days=3, per_day=8, max_duration=600)
+    data_dir, today = tmp_path / "data", emu.account.now().date()
+    killed_day, other_day = today - timedelta(days=2), today - timedelta(days=1)
+    leftovers: list[Path] = []
+    for _ in range(3):  # bounded: a download is under way for most of the run, so one try nearly always hits
+        proc = subprocess.Popen([*RUN, "--start", killed_day.isoformat(), "--end", killed_day.isoformat()],
+                                env=_cli_env(emu, data_dir), cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any((data_dir / "audio").rglob(".tmp-*")):
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+        leftovers = list((data_dir / "audio").rglob(".tmp-*"))
+        if leftovers:
+            break
+    assert leftovers, "no run was caught mid-download"
+    an_hour_ago = time.time() - 3700
+    for path in leftovers:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    assert run(emu, data_dir, other_day).success
+    assert not list((data_dir / "audio").rglob(".tmp-*"))
+
+
+def test_a_recording_waiting_for_its_checksum_is_not_downloaded_again(fresh_emulator, data_dir):
+    emu = fresh_emulator(seed=50, days=2, per_day=8)  # no webhooks: nothing brings a checksum
+    day = emu.account.now().date() - timedelta(days=1)
+    assert run(emu, data_dir, day).success
+    waiting = manifest(data_dir, day)
+    assert {r["outcome"] for r in waiting.values()} >= {"no_checksum_yet"}
+    again = run(emu, data_dir, day, assets=(recording_audio,))
+    meta = again.get_asset_materialization_events()[-1].materialization.metadata
+    assert meta["files_downloaded"].value == 0 and meta["api_requests"].value == {}
+    assert manifest(data_dir, day) == waiting

@@ -14,6 +14,8 @@ from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.resource import LakeResource
 
 AT_RISK = "no_unverified_recording_near_expiry"
+UNSAFE_IDS = "no_unsafe_recording_ids"
+DOWNLOADS = "downloads_succeed"
 
 
 @dg.asset(
@@ -29,10 +31,22 @@ AT_RISK = "no_unverified_recording_near_expiry"
         "audio/YYYY/MM/DD/<recording_id>.<ext>; the manifest has one row per recording with the "
         "outcome: " + ", ".join(OUTCOMES) + "."
     ),
-    check_specs=[dg.AssetCheckSpec(
-        AT_RISK, asset="recording_audio",
-        description="Fails when a completed recording is unverified within 48 hours of Audian deleting it.",
-    )],
+    check_specs=[
+        dg.AssetCheckSpec(
+            AT_RISK, asset="recording_audio",
+            description="Fails when a completed recording is unverified within 48 hours of Audian deleting it.",
+        ),
+        dg.AssetCheckSpec(
+            UNSAFE_IDS, asset="recording_audio",
+            description="Fails when Audian gave recording IDs that cannot be file names: they are kept in the "
+                        "manifest as unsafe_id, never downloaded, and need reporting to Audian.",
+        ),
+        dg.AssetCheckSpec(
+            DOWNLOADS, asset="recording_audio",
+            description="Fails when every completed recording of a day failed to download (storage host "
+                        "down, URLs refused): the run itself succeeds, so this is where it shows.",
+        ),
+    ],
 )
 def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
     client = audian.get_client()
@@ -45,32 +59,53 @@ def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, l
                          result.downloaded, result.bytes_downloaded / 1e6, result.mb_per_second)
         days.append(result)
     requests = Counter(client.stats) - before
-    _fail_on_unsafe_ids(days)
     at_risk = [rid for d in days for rid in d.at_risk]
     return dg.MaterializeResult(
         metadata=_metadata(days, requests, lake),
-        check_results=[dg.AssetCheckResult(
-            check_name=AT_RISK, passed=not at_risk,
-            metadata={"at_risk": len(at_risk), "recording_ids": dg.MetadataValue.json(at_risk[:50])},
-            description=f"{len(at_risk)} completed recording(s) unverified within 48 h of deletion" if at_risk else None,
-        )],
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=AT_RISK, passed=not at_risk,
+                metadata={"at_risk": len(at_risk), "recording_ids": dg.MetadataValue.json(at_risk[:50])},
+                description=f"{len(at_risk)} completed recording(s) unverified within 48 h of deletion" if at_risk else None,
+            ),
+            _unsafe_ids_check(days),
+            _downloads_check(days),
+        ],
     )
 
 
-def _fail_on_unsafe_ids(days: list[ArchiveDay]) -> None:
-    """An ID that cannot be a file name is a broken promise of the API, not something to skip
-    quietly: the manifest keeps it as `unsafe_id` (nothing was written), and the run fails."""
+def _unsafe_ids_check(days: list[ArchiveDay]) -> dg.AssetCheckResult:
+    """An ID that cannot be a file name is a broken promise of the API. It fails this check, not
+    the step: `unsafe_id` is final, so a failed step would fail every later run of those days and
+    starve the warehouse and reports of everything else for good."""
     unsafe = [(d.day, rid) for d in days for rid in d.unsafe_ids]
-    if unsafe:
-        shown = ", ".join(f"{rid!r} ({day})" for day, rid in unsafe[:5])
-        raise dg.Failure(
-            description=(
-                f"{len(unsafe)} recording ID(s) are not safe as file names and were not downloaded: {shown}. "
-                "Nothing was written outside the archive and the manifest records them as unsafe_id; "
-                "report the IDs to Audian. Every other recording of these days was archived."
-            ),
-            metadata={"unsafe_ids": dg.MetadataValue.json([rid for _, rid in unsafe])},
-        )
+    shown = ", ".join(f"{rid!r} ({day})" for day, rid in unsafe[:5])
+    return dg.AssetCheckResult(
+        check_name=UNSAFE_IDS, passed=not unsafe, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"unsafe_ids": len(unsafe), "recording_ids": dg.MetadataValue.json([rid for _, rid in unsafe[:50]])},
+        description=(
+            f"{len(unsafe)} recording ID(s) are not safe as file names and were not downloaded: {shown}. "
+            "Nothing was written outside the archive; the manifest records them as unsafe_id. "
+            "Report the IDs to Audian." if unsafe else None
+        ),
+    )
+
+
+def _downloads_check(days: list[ArchiveDay]) -> dg.AssetCheckResult:
+    """Failed downloads are retried by the next run, so the step succeeds; a day where not one
+    completed recording could be fetched is still something a person must see today."""
+    failed_days = {str(d.day): d.outcomes.get("download_failed", 0) for d in days if d.all_downloads_failed}
+    return dg.AssetCheckResult(
+        check_name=DOWNLOADS, passed=not failed_days, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "days_with_every_download_failed": dg.MetadataValue.json(failed_days),
+            "download_failed": sum(d.outcomes.get("download_failed", 0) for d in days),
+        },
+        description=(
+            f"every completed recording failed to download on {len(failed_days)} day(s): "
+            f"{', '.join(sorted(failed_days))}; see the manifest's reason column" if failed_days else None
+        ),
+    )
 
 
 def _metadata(days: list[ArchiveDay], requests: Counter, lake: LakeResource) -> dict:

@@ -1,10 +1,11 @@
 """The audio archive: download each completed recording once, verify it, keep it.
 
-A download streams to a hidden temporary file in the archive's own file system, hashing as it
-goes; the file is fsynced and then either renamed to `audio/YYYY/MM/DD/<id>.<ext>` (verified)
-or moved aside to `quarantine/` with its reason. So a file under the recording's name is
-always a verified one, memory stays flat whatever the size, and a killed run leaves nothing a
-reader could mistake for a recording.
+A download streams to a hidden temporary file in `audio/.downloads/` (the archive's own file
+system), hashing as it goes; the file is fsynced and then either renamed to
+`audio/YYYY/MM/DD/<id>.<ext>` (verified) or moved aside to `quarantine/` with its reason. So a
+file under the recording's name is always a verified one, memory stays flat whatever the size,
+and a killed run leaves nothing a reader could mistake for a recording: only a temporary in the
+one staging folder, which the next run removes whatever day it archives.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.errors import AudianError, NotFound
 from audian_pipeline.lake.files import data_dir_error, fsync_path, publish, remove_stale_temporaries, temp_path_for
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
-from audian_pipeline.lake.paths import UnsafeIdentifier, archive_path, events_db, quarantine_path
+from audian_pipeline.lake.paths import (
+    UnsafeIdentifier,
+    archive_path,
+    audio_dir,
+    download_staging_dir,
+    events_db,
+    quarantine_path,
+)
 from audian_pipeline.webhooks.store import EventStore
 
 TABLE = "recording_audio"
@@ -46,6 +54,8 @@ class ArchiveDay:
     at_risk: list[str] = field(default_factory=list)
     """Completed recordings not verified and within 48 hours of Audian's deletion."""
     unsafe_ids: list[str] = field(default_factory=list)
+    all_downloads_failed: bool = False
+    """The day has completed recordings still listed and every one of them ended download_failed."""
 
     @property
     def mb_per_second(self) -> float:
@@ -95,6 +105,7 @@ class Archiver:
             oldest_unarchived={k: oldest[k] for k in ("recording_id", "created_at", "expires_at")} if oldest else None,
             at_risk=[r["recording_id"] for r in waiting if r["expires_at"] <= horizon],
             unsafe_ids=[r["recording_id"] for r in rows if r["outcome"] == "unsafe_id"],
+            all_downloads_failed=_all_downloads_failed(recordings, rows),
         )
 
     # ---- one recording -------------------------------------------------------------------------
@@ -111,7 +122,9 @@ class Archiver:
         except UnsafeIdentifier as exc:
             return self._finish(row, Verification("unsafe_id", str(exc)), None, count=False)
         pending = self._pending_file(rec)
-        if previous and previous["outcome"] == "no_checksum_yet" and checksum and pending.exists():
+        if previous and previous["outcome"] == "no_checksum_yet" and pending.exists():
+            if not checksum:
+                return previous  # still waiting: the kept file is judged once the checksum comes
             return self._reverify(row, rec, pending, final)
         return self._download(row, rec, final)
 
@@ -122,10 +135,10 @@ class Archiver:
         return previous["outcome"] in ("gone", "unsafe_id")
 
     def _download(self, row: dict, rec: dict, final: Path) -> dict:
-        temp = temp_path_for(final)
+        temp = temp_path_for(download_staging_dir(self.data_dir) / final.name)
         digest = hashlib.sha256()
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            temp.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "wb") as sink:
                 result = self.client.download(rec["recording_id"], sink, digest.update)
                 sink.flush()
@@ -215,6 +228,14 @@ def _unarchived(recordings: list[dict], rows: list[dict]) -> list[dict]:
             and r["recording_id"] not in verified]
 
 
+def _all_downloads_failed(recordings: list[dict], rows: list[dict]) -> bool:
+    completed = {r["recording_id"] for r in recordings if r["status"] == "completed" and r.get("deleted_at") is None}
+    failed = {r["recording_id"] for r in rows if r["outcome"] == "download_failed"}
+    return bool(completed) and completed <= failed
+
+
 def clean_stale_downloads(data_dir: Path, day: date) -> int:
-    """Hidden temporaries a killed run left in the day's archive folder."""
-    return remove_stale_temporaries(data_dir / "audio" / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}")
+    """Hidden temporaries a killed run left: every day's in the staging folder, and in the day's
+    own folder those of versions that downloaded beside the final name."""
+    legacy = audio_dir(data_dir) / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
+    return remove_stale_temporaries(download_staging_dir(data_dir)) + remove_stale_temporaries(legacy)

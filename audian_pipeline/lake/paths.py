@@ -41,14 +41,25 @@ def audio_dir(data_dir: Path) -> Path:
 
 
 def archive_path(data_dir: Path, day: date, recording_id: str, extension: str) -> Path:
-    """audio/YYYY/MM/DD/<recording_id>.<ext>; the ID is checked, the result stays inside audio/."""
+    """audio/YYYY/MM/DD/<recording_id>.<ext>; the ID is checked, the result stays inside audio/.
+
+    The ID is checked before the extension: an unsafe ID's detail call is refused, so its format
+    is unknown too, and the reason a person reads must name the ID, the actual problem."""
+    base = audio_dir(data_dir)
+    name = safe_id(recording_id)
     if extension not in ("mp3", "wav", "opus"):
         raise UnsafeIdentifier(f"refusing unknown audio extension {extension!r}")
-    base = audio_dir(data_dir)
-    path = base / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / f"{safe_id(recording_id)}.{extension}"
+    path = base / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / f"{name}.{extension}"
     if base.resolve() not in path.resolve().parents:
         raise UnsafeIdentifier(f"refusing {recording_id!r}: its path would leave the archive")
     return path
+
+
+def download_staging_dir(data_dir: Path) -> Path:
+    """Where downloads stream before they are judged: one folder for every day, so that what a
+    killed run leaves is found by listing one folder, whatever day it was archiving. Inside
+    audio/ so that publishing is a rename on the same file system; hidden from archive globs."""
+    return audio_dir(data_dir) / ".downloads"
 
 
 def quarantine_path(data_dir: Path, day: date, recording_id: str, extension: str) -> Path:
