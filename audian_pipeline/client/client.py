@@ -52,6 +52,7 @@ class RedactQueryStrings(logging.Filter):
 
 logging.getLogger("urllib3.connectionpool").addFilter(RedactQueryStrings())
 DOWNLOAD_CHUNK = 1024 * 1024
+ERROR_BODY_LIMIT = 64 * 1024
 
 
 class _AudianRetry(Retry):
@@ -265,7 +266,7 @@ class AudianClient:
             raise _Cut(received) from None
         finally:
             if response is not None:
-                response.release_conn()
+                _hand_back(response)
         return received
 
 
@@ -308,6 +309,22 @@ class _Cut(Exception):
 
 class _Expired(Exception):
     pass
+
+
+def _hand_back(response: urllib3.BaseHTTPResponse) -> None:
+    """Return a storage connection to the pool only with its body read to the end.
+
+    A pooled connection whose body was left unread (a 403 or 404 page, a stream abandoned
+    because the sink failed) hands those bytes to its next request, which then fails with
+    ResponseNotReady and is sent again by urllib3: 504 refused URLs cost 670 storage
+    requests. A short error page is read so the connection stays reusable; anything longer,
+    or of unknown length, costs the connection instead."""
+    remaining = response.length_remaining
+    if remaining is not None and remaining <= ERROR_BODY_LIMIT:
+        response.drain_conn()
+    else:
+        response.close()
+    response.release_conn()
 
 
 def _check_storage_answer(response: urllib3.BaseHTTPResponse, start: int) -> None:
