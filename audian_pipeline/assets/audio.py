@@ -9,7 +9,7 @@ from audian_pipeline.assets.partitions import backfill_policy, daily_partitions,
 from audian_pipeline.audio.archive import ArchiveDay, Archiver
 from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.audio.verify import OUTCOMES
-from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.client.resource import AudianResource, api_step_retry, retried_only_if_transient
 from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.resource import LakeResource
 
@@ -25,6 +25,7 @@ DOWNLOADS = "downloads_succeed"
     group_name="lake",
     kinds={"parquet", "python"},
     pool="audian_api",
+    retry_policy=api_step_retry,
     description=(
         "Each completed recording of the day downloaded once, verified (size, webhook sha256, real "
         "audio of the declared format, rate, channels and length) and archived under "
@@ -48,6 +49,7 @@ DOWNLOADS = "downloads_succeed"
         ),
     ],
 )
+@retried_only_if_transient
 def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
     client = audian.get_client()
     before = Counter(client.stats)

@@ -7,7 +7,7 @@ import dagster as dg
 from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.assets.checks import unique_key_check
 from audian_pipeline.calls import TABLE, CallsDay, sync_calls_day
-from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.client.resource import AudianResource, api_step_retry, retried_only_if_transient
 from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.resource import LakeResource
 
@@ -21,6 +21,7 @@ UNIQUE_CALL_IDS = "unique_call_id"
     group_name="lake",
     kinds={"parquet", "python"},
     pool="audian_api",
+    retry_policy=api_step_retry,
     description=(
         "The call of every recording in the day's recordings partition (from and to numbers, "
         "direction, outcome, call flow, times), fetched once per call. Calls whose recordings "
@@ -30,6 +31,7 @@ UNIQUE_CALL_IDS = "unique_call_id"
         dg.AssetCheckSpec(UNIQUE_CALL_IDS, asset=TABLE, description="No call_id appears twice in a day."),
     ],
 )
+@retried_only_if_transient
 def calls(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
     client = audian.get_client()
     before = Counter(client.stats)

@@ -7,7 +7,7 @@ import dagster as dg
 
 from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.assets.checks import unique_key_check
-from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.client.resource import AudianResource, api_step_retry, retried_only_if_transient
 from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.resource import LakeResource
 from audian_pipeline.recordings import DaySync, api_count, day_bounds, sync_day
@@ -23,6 +23,7 @@ UNIQUE_IDS = "unique_recording_id"
     group_name="lake",
     kinds={"parquet", "python"},
     pool="audian_api",
+    retry_policy=api_step_retry,
     description=(
         "Every recording Audian lists for the UTC day of its created_at, with the detail fields "
         "(format, bitrate, sample rate, channels, completed_at), expires_at and when it was first "
@@ -34,6 +35,7 @@ UNIQUE_IDS = "unique_recording_id"
         dg.AssetCheckSpec(UNIQUE_IDS, asset="recordings", description="No recording_id appears twice in a day."),
     ],
 )
+@retried_only_if_transient
 def recordings(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
     client = audian.get_client()
     before = Counter(client.stats)

@@ -114,6 +114,8 @@ class Emulator:
         if self.faults.config.latency_ms:
             await asyncio.sleep(self.faults.config.latency_ms / 1000)
         key = f"{request.method} {request.url.path}?{request.url.query}"
+        if self.faults.in_outage():
+            return error(503, "server_error", "Service unavailable, retry")
         if self.faults.should("rate_limited", key):
             retry = str(self.faults.config.retry_after_seconds)
             return error(429, "rate_limited", "Too many requests", {"Retry-After": retry})

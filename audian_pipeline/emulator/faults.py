@@ -38,6 +38,9 @@ class FaultConfig:
     """Always this kind of malformed answer; None picks one per request from the seed."""
     retry_after_seconds: int = 1
     max_consecutive: int = 2
+    outage_requests: int = 0
+    """A short outage: the next N API requests answer 503, whatever they ask, so that a client
+    with fewer retries than N gives up, as one unlucky request does against a real Audian."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -73,6 +76,7 @@ class Faults:
         self.injected: Counter[str] = Counter()
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._streak: Counter[tuple[str, str]] = Counter()
+        self._outage_left = config.outage_requests
         self._lock = threading.Lock()
 
     def _roll(self, fault: str, key: str, attempt: int) -> float:
@@ -92,6 +96,15 @@ class Faults:
                 self.injected[fault] += 1
             return hit
 
+    def in_outage(self) -> bool:
+        """True for each of the `outage_requests` requests after the config was set; counts it."""
+        with self._lock:
+            if self._outage_left <= 0:
+                return False
+            self._outage_left -= 1
+            self.injected["outage"] += 1
+            return True
+
     def is_corrupted(self, recording_id: str) -> bool:
         """Corruption is a property of the stored file: the same recording is always corrupt."""
         return self.config.corrupt > 0 and self._roll("corrupt", recording_id, 0) < self.config.corrupt
@@ -104,6 +117,7 @@ class Faults:
         """Change the rates at run time (`POST /_emulator/faults`); counts are kept."""
         with self._lock:
             self.config = config
+            self._outage_left = config.outage_requests
 
     def snapshot(self) -> dict:
         with self._lock:
