@@ -8,8 +8,9 @@ and clock always give the same answers, and tests can compare the pipeline's out
 A recording's life, relative to its `created_at` (the moment recording started):
 initiated (1 s) -> recording (duration, with a pause for some) -> stopped (5 s) ->
 processing (20-90 s) -> completed or failed. It is deleted 30 days after `created_at`.
-`duration` reads 0 until the recording stops and `file_size` 0 until it completes, as a real
-provider's would, so a recording listed early changes later.
+`duration` reads 0 until the recording stops and `file_size` 0 until it completes, so a
+recording listed early changes later; with the `nulls` variation (see `variations.py`) they
+read null instead, as the contract also allows.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import random
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from audian_pipeline.emulator.audio import AudioSpec, bitrate_for, file_size
 from audian_pipeline.settings import RETENTION_DAYS
+
+if TYPE_CHECKING:
+    from audian_pipeline.emulator.variations import Variations
 
 RETENTION = timedelta(days=RETENTION_DAYS)
 FAILURE_REASONS = ("storage_error", "quota_exceeded", "encoding_error", "no_audio")
@@ -33,6 +37,9 @@ SAMPLE_RATES = {"mp3": (8000, 16000), "wav": (8000, 16000), "opus": (16000, 4800
 DEFAULT_BITRATE = {"mp3": 64, "opus": 32}
 FAILURE_RATE = 0.06
 TERMINAL_STATES = ("completed", "failed")
+UNSAFE_IDS = ("../rec_escape", "rec_dots.in.name", "rec%2F..%2Fpasswd", "rec_with/slash")
+"""IDs a careless pipeline would turn into a path outside its archive, or into another URL
+(variation `unsafe_ids`). The client refuses to put those with `/` or `%` into a URL."""
 
 
 def utc(value: datetime) -> datetime:
@@ -210,6 +217,7 @@ class Account:
         per_day: int = 40,
         clock: Clock | None = None,
         max_duration: int = 1200,
+        variations: Variations | None = None,
     ) -> None:
         self.seed = seed
         self.clock = clock or Clock()
@@ -222,6 +230,10 @@ class Account:
         self._counter = 0
         self._deletions = 0
         self._generate(days, per_day)
+        if variations is not None:
+            self._settle_later(variations.settling, variations.settle_seconds)
+            self._add_unsafe_ids(variations.unsafe_ids, days)
+        self._reindex()
 
     # ---- generation -------------------------------------------------------------------
     def _generate(self, days: int, per_day: int) -> None:
@@ -236,7 +248,6 @@ class Account:
                 created = day_start + timedelta(seconds=rng.randrange(max(day_seconds, 1)))
                 self._add_call_with_recordings(rng, created)
         self._add_every_live_state(rng, now)
-        self._reindex()
 
     def _add_every_live_state(self, rng: random.Random, now: datetime) -> None:
         """A recording in each in-flight state at the clock, so every state is served."""
@@ -260,6 +271,44 @@ class Account:
             call.duration = int((call.ended_at - call.started_at).total_seconds())
             self.recordings[rec.recording_id] = rec
             assert rec.status_at(now) == state, (state, rec.status_at(now))
+
+    def _roll(self, *key: object) -> float:
+        """A draw in [0, 1) from the seed and `key` alone, so it takes nothing from the account's
+        random stream: turning a variation on changes no other recording."""
+        return (stable_hash(self.seed, *key) % 1_000_000) / 1_000_000
+
+    def _settle_later(self, rate: float, seconds: int) -> None:
+        """That share of past days' completed recordings is still processing now and completes
+        `seconds` later (variation `settling`)."""
+        now = self.clock.now()
+        start_of_today = now.replace(hour=0, minute=0, second=0)
+        for rec in self.recordings.values():
+            stopped = rec.stopped_at + timedelta(seconds=5)
+            if (rate and rec.outcome == "completed" and rec.created_at < start_of_today and stopped <= now
+                    and self._roll("settle", rec.recording_id) < rate):
+                rec.processing_seconds = int((now - stopped).total_seconds()) + seconds
+
+    def _add_unsafe_ids(self, rate: float, days: int) -> None:
+        """On that share of past days, one more completed recording whose ID is no safe file name
+        (variation `unsafe_ids`); its created_at is a second no other recording has."""
+        start_of_today = self.clock.now().replace(hour=0, minute=0, second=0)
+        taken = {r.created_at for r in self.recordings.values()}
+        for day_index in range(days, 0, -1):
+            day = (start_of_today - timedelta(days=day_index)).date()
+            if not rate or self._roll("unsafe", day) >= rate:
+                continue
+            rng = random.Random(stable_hash(self.seed, "unsafe", day))
+            created = start_of_today - timedelta(days=day_index) + timedelta(seconds=rng.randrange(86000))
+            while created in taken:
+                created += timedelta(seconds=1)
+            taken.add(created)
+            call = self._make_call(rng, created)
+            rid = f"{UNSAFE_IDS[stable_hash(self.seed, day) % len(UNSAFE_IDS)]}_{day:%Y%m%d}"
+            rec = self._make_recording(rng, call.call_id, created, outcome="completed", recording_id=rid)
+            call.ended_at = rec.stopped_at + timedelta(seconds=3)
+            call.duration = int((call.ended_at - call.started_at).total_seconds())
+            self.calls[call.call_id] = call
+            self.recordings[rid] = rec
 
     def _new_id(self, prefix: str, rng: random.Random) -> str:
         return f"{prefix}_{rng.getrandbits(64):016x}"

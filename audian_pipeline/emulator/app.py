@@ -28,6 +28,7 @@ from audian_pipeline.client.models import FILE_FORMATS, PARTICIPANTS, MalformedR
 from audian_pipeline.emulator.account import Account, CallRecord, RecordingRecord, iso, stable_hash
 from audian_pipeline.emulator.audio import AudioCache, content_type
 from audian_pipeline.emulator.faults import MALFORMED_KINDS, FaultConfig, Faults
+from audian_pipeline.emulator.variations import Variations
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -60,8 +61,10 @@ class Emulator:
         storage_base_url: str,
         signing_key: bytes | None = None,
         quota_bytes: int | None = None,
+        variations: Variations | None = None,
     ) -> None:
         self.account = account
+        self.variations = variations or Variations()
         self.api_key = api_key
         self.faults = faults
         self.audio_cache = audio_cache
@@ -71,6 +74,8 @@ class Emulator:
         self.quota_bytes = quota_bytes
         self.issued_signatures: set[str] = set()
         """Every signature handed out, so tests can search logs and files for them."""
+        self.expired_signatures: set[str] = set()
+        """URLs expired early: cut mid-download while the `expire_after_cut` variation is on."""
 
     def quota_full(self) -> bool:
         """Audian's quota is not reported by its API; the emulator enforces one if given."""
@@ -80,27 +85,38 @@ class Emulator:
         return sum(r.file_size for r in self.account.visible(now) if r.status_at(now) == "completed") >= self.quota_bytes
 
     # ---- signed storage URLs -------------------------------------------------------------
-    def _signature(self, recording_id: str, expires: int) -> str:
-        message = f"{recording_id}|{expires}".encode()
-        return hmac.new(self.signing_key, message, hashlib.sha256).hexdigest()
+    def _signature(self, recording_id: str, expires: int, issue: str = "") -> str:
+        message = f"{recording_id}|{expires}" + (f"|{issue}" if issue else "")
+        return hmac.new(self.signing_key, message.encode(), hashlib.sha256).hexdigest()
 
     def signed_url(self, rec: RecordingRecord) -> str:
+        """With `expire_after_cut`, each URL also carries its issue number, so a renewed URL is a
+        new one even on a frozen clock and the expired one stays expired."""
         expires = int((self.account.now() + URL_LIFETIME).timestamp())
-        signature = self._signature(rec.recording_id, expires)
+        params: dict = {"expires": expires}
+        if self.variations.expire_after_cut:
+            params["issue"] = str(len(self.issued_signatures))
+        signature = self._signature(rec.recording_id, expires, params.get("issue", ""))
         self.issued_signatures.add(signature)
-        query = urlencode({"expires": expires, "signature": signature})
+        query = urlencode({**params, "signature": signature})
         return f"{self.storage_base_url}/files/{rec.recording_id}.{EXTENSIONS[rec.file_format]}?{query}"
 
-    def check_signature(self, recording_id: str, expires: str, signature: str) -> str | None:
+    def check_signature(self, recording_id: str, expires: str, signature: str, issue: str = "") -> str | None:
         """None if valid, else why not."""
         if not expires.isdigit():
             return "malformed expiry"
-        expected = self._signature(recording_id, int(expires))
+        expected = self._signature(recording_id, int(expires), issue)
         if not hmac.compare_digest(expected, signature):
             return "signature does not match"
-        if int(expires) < self.account.now().timestamp():
+        if int(expires) < self.account.now().timestamp() or signature in self.expired_signatures:
             return "URL expired"
         return None
+
+    def expire_if_cut(self, signature: str) -> None:
+        """A cut download's URL expires before the client can resume it (`expire_after_cut`)."""
+        if self.variations.expire_after_cut:
+            self.expired_signatures.add(signature)
+            self.faults.count("expired_after_cut")
 
     # ---- API -----------------------------------------------------------------------------
     def authorized(self, request: Request) -> bool:
@@ -167,13 +183,15 @@ def api_app(emu: Emulator) -> Starlette:
         limit = min(limit, MAX_LIMIT)
         if offset and emu.faults.should("drift", f"list {params.get('since')} {offset}"):
             emu.account.create_recordings(1 + stable_hash(offset) % 3)
-        return JSONResponse(await run_in_threadpool(_list_page, emu.account, since, params.get("call_id"), limit, offset))
+        answer = await run_in_threadpool(_list_page, emu.account, emu.variations, since, params.get("call_id"), limit,
+                                         offset)
+        return JSONResponse(answer)
 
     async def get_recording(request: Request) -> Response:
         rec = emu.account.get_recording(request.path_params["recording_id"])
         if rec is None:
             return not_found()
-        return JSONResponse(rec.to_detail(emu.account.now()))
+        return JSONResponse(emu.variations.detail(rec.to_detail(emu.account.now()), rec.participant))
 
     async def delete_recording(request: Request) -> Response:
         rec = emu.account.delete(request.path_params["recording_id"])
@@ -192,7 +210,7 @@ def api_app(emu: Emulator) -> Starlette:
         now = emu.account.now()
         if call is None or call.started_at > now or now - call.started_at > timedelta(days=30):
             return not_found("Call")
-        return JSONResponse(call.to_api(now))
+        return JSONResponse(emu.variations.call(call.to_api(now)))
 
     async def create_call(request: Request) -> Response:
         body = await _json_body(request)
@@ -295,17 +313,18 @@ def _malformed(answer: JSONResponse, kind: str) -> Response:
     return JSONResponse(body)
 
 
-def _list_page(account: Account, since: datetime | None, call_id: str | None, limit: int, offset: int) -> dict:
+def _list_page(account: Account, variations: Variations, since: datetime | None, call_id: str | None, limit: int,
+               offset: int) -> dict:
     now = account.now()
     if call_id is None:
         page, total = account.page(now, since, offset, limit)
     else:
         matching = [r for r in account.visible(now, since) if r.call_id == call_id]
         page, total = matching[offset: offset + limit], len(matching)
-    return {
-        "data": [r.to_list_item(now) for r in page],
+    return variations.list_answer({
+        "data": [variations.list_item(r.to_list_item(now), r.participant) for r in page],
         "pagination": {"total": total, "limit": limit, "offset": offset, "has_more": offset + len(page) < total},
-    }
+    })
 
 
 async def _json_body(request: Request, required: bool = True) -> dict | Response:
@@ -335,7 +354,8 @@ def control_routes(emu: Emulator, endpoint) -> list[Route]:
     async def state(request: Request) -> Response:
         now = emu.account.now()
         return JSONResponse({"now": iso(now), "recordings": len(emu.account.visible(now)),
-                             "faults": emu.faults.snapshot(), "requests_served": emu.requests_served})
+                             "faults": emu.faults.snapshot(), "variations": emu.variations.to_dict(),
+                             "requests_served": emu.requests_served})
 
     async def advance_clock(request: Request) -> Response:
         body = await _json_body(request)
@@ -381,9 +401,9 @@ def storage_app(emu: Emulator) -> Starlette:
         match = _FILE.match(request.path_params["name"])
         if not match:
             return error(404, "not_found", "No such file")
-        rid = match["rid"]
-        why = emu.check_signature(rid, request.query_params.get("expires", ""), request.query_params.get("signature", ""))
-        if why is None and emu.faults.should("forbidden", f"{rid} {request.query_params.get('signature')}"):
+        rid, query = match["rid"], request.query_params
+        why = emu.check_signature(rid, query.get("expires", ""), query.get("signature", ""), query.get("issue", ""))
+        if why is None and emu.faults.should("forbidden", f"{rid} {query.get('signature')}"):
             why = "URL expired"
         if why:
             return error(403, "forbidden", f"Access denied: {why}")
@@ -405,6 +425,8 @@ def storage_app(emu: Emulator) -> Starlette:
         headers["Content-Length"] = str(end - start + 1)
         key = f"{rid} {start}"
         cut_after = (end - start + 1) // 2 if emu.faults.should("cut", key) else None
+        if cut_after is not None:
+            emu.expire_if_cut(query.get("signature", ""))
         corrupt_at = size // 3 if emu.faults.is_corrupted(rid) else None
         body = _file_chunks(path, start, end, cut_after, corrupt_at)
         return StreamingResponse(body, status_code=status, headers=headers)

@@ -22,6 +22,7 @@ from audian_pipeline.emulator.app import Emulator, api_app, storage_app
 from audian_pipeline.emulator.audio import AudioCache
 from audian_pipeline.emulator.delivery import WebhookDelivery
 from audian_pipeline.emulator.faults import FaultConfig, Faults
+from audian_pipeline.emulator.variations import Variations
 from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
 
 log = logging.getLogger("audian_pipeline.emulator")
@@ -99,14 +100,16 @@ def build(
     cache_dir: Path | None = None,
     max_duration: int = 1200,
     quota_bytes: int | None = None,
+    variations: Variations | None = None,
 ) -> tuple[RunningEmulator, list[tuple[uvicorn.Server, socket.socket]]]:
-    account = Account(seed=seed, days=days, per_day=per_day, clock=Clock(clock), max_duration=max_duration)
+    account = Account(seed=seed, days=days, per_day=per_day, clock=Clock(clock), max_duration=max_duration,
+                      variations=variations)
     api_sock, storage_sock = bind(host, port), bind(host, storage_port)
     api_url = f"http://{host}:{api_sock.getsockname()[1]}"
     storage_url = f"http://{host}:{storage_sock.getsockname()[1]}"
     cache = AudioCache(cache_dir or Path(tempfile.gettempdir()) / "audian-emulator-audio")
     emulator = Emulator(account, api_key, Faults(faults or FaultConfig(), seed), cache, storage_url,
-                        quota_bytes=quota_bytes)
+                        quota_bytes=quota_bytes, variations=variations)
     delivery = None
     if webhook_url:
         delivery = WebhookDelivery(account, webhook_url, webhook_secret, emulator.faults, api_url, cache)
