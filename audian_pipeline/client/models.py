@@ -3,6 +3,11 @@
 Everything past this module sees attributes, never dict keys. A payload that does not fit
 (missing field, wrong type, unknown status) raises `MalformedResponse` naming the field, so a
 bad answer is recorded with its reason instead of being half-written to the lake.
+
+Until a recording is `completed` Audian has no file for it, so the file's fields (`file_size`,
+and in the detail `file_format`, `bitrate`, `sample_rate`, `channels`) and `duration` may be
+null: they read `None` here. Once it is completed they are required, since the archive
+verifies the download against them.
 """
 
 from __future__ import annotations
@@ -76,6 +81,14 @@ def _optional(payload: Mapping[str, Any], name: str, kind: type | tuple[type, ..
     return _field(payload, name, kind, what)
 
 
+def _until_completed(payload: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    """A field Audian may send as null before the recording is completed, and must send after.
+    Null is not absent: a missing field is still a broken answer."""
+    if payload.get("status") != "completed" and name in payload and payload[name] is None:
+        return None
+    return _field(payload, name, kind, what)
+
+
 def _choice(payload: Mapping[str, Any], name: str, allowed: tuple[str, ...], what: str) -> str:
     value = _field(payload, name, str, what)
     if value not in allowed:
@@ -96,20 +109,23 @@ class RecordingSummary:
 
     recording_id: str
     call_id: str
-    duration: int
-    file_size: int
+    duration: int | None
+    """Seconds; None while Audian does not know it yet (still recording)."""
+    file_size: int | None
+    """Bytes; None while Audian has no file (not completed)."""
     status: str
     created_at: datetime
 
     @classmethod
     def from_api(cls, payload: Mapping[str, Any]) -> "RecordingSummary":
         what = "recording"
+        status = _choice(payload, "status", RECORDING_STATUSES, what)
         return cls(
             recording_id=_id(payload, "recording_id", what),
             call_id=_id(payload, "call_id", what),
-            duration=_field(payload, "duration", int, what),
-            file_size=_field(payload, "file_size", int, what),
-            status=_choice(payload, "status", RECORDING_STATUSES, what),
+            duration=_until_completed(payload, "duration", int, what),
+            file_size=_until_completed(payload, "file_size", int, what),
+            status=status,
             created_at=parse_timestamp(_field(payload, "created_at", str, what), "recording.created_at"),
         )
 
@@ -122,10 +138,11 @@ class RecordingSummary:
 class Recording(RecordingSummary):
     """A recording as `GET /v2/recordings/{id}` gives it: the list fields and the file's."""
 
-    file_format: str
-    bitrate: int
-    sample_rate: int
-    channels: int
+    file_format: str | None
+    bitrate: int | None
+    sample_rate: int | None
+    channels: int | None
+    """The file's fields: None until processing has produced the file."""
     completed_at: datetime | None
 
     @classmethod
@@ -135,12 +152,18 @@ class Recording(RecordingSummary):
         completed = _optional(payload, "completed_at", str, what)
         return cls(
             **{f.name: getattr(summary, f.name) for f in fields(RecordingSummary)},
-            file_format=_choice(payload, "file_format", FILE_FORMATS, what),
-            bitrate=_field(payload, "bitrate", int, what),
-            sample_rate=_field(payload, "sample_rate", int, what),
-            channels=_field(payload, "channels", int, what),
+            file_format=_file_format(payload, what),
+            bitrate=_until_completed(payload, "bitrate", int, what),
+            sample_rate=_until_completed(payload, "sample_rate", int, what),
+            channels=_until_completed(payload, "channels", int, what),
             completed_at=parse_timestamp(completed, "recording.completed_at") if completed else None,
         )
+
+
+def _file_format(payload: Mapping[str, Any], what: str) -> str | None:
+    if _until_completed(payload, "file_format", str, what) is None:
+        return None
+    return _choice(payload, "file_format", FILE_FORMATS, what)
 
 
 @dataclass(frozen=True, slots=True)

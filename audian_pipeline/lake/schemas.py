@@ -11,10 +11,10 @@ RECORDINGS = pa.schema(
         pa.field("recording_id", pa.string(), nullable=False),
         pa.field("call_id", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
-        pa.field("duration", pa.int32(), nullable=False),
-        pa.field("file_size", pa.int64(), nullable=False),
+        pa.field("duration", pa.int32()),  # null while Audian does not know it (still recording)
+        pa.field("file_size", pa.int64()),  # null while Audian has no file: unknown, not 0
         pa.field("created_at", UTC, nullable=False),
-        pa.field("file_format", pa.string()),
+        pa.field("file_format", pa.string()),  # these four: null until processing produced the file
         pa.field("bitrate", pa.int32()),
         pa.field("sample_rate", pa.int32()),
         pa.field("channels", pa.int16()),
@@ -26,7 +26,8 @@ RECORDINGS = pa.schema(
         pa.field("deleted_at", UTC),
     ],
     metadata={"description": "One row per recording Audian listed for the UTC day of created_at. "
-              "deleted_at is set once Audian stops listing it (retention or DELETE): the lake keeps the row."},
+              "deleted_at is set once Audian stops listing it (retention or DELETE): the lake keeps the row. "
+              "duration and file_size are null while Audian does not know them yet (before completion)."},
 )
 
 CALLS = pa.schema(

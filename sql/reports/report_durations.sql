@@ -5,8 +5,9 @@
 -- Per format and channels, not per participant: Audian's GET /v2/recordings/{id} does not return which participant
 -- (all, caller, callee) a recording captured, so the lake has no participant column to group by.
 -- Counted: recordings that have stopped (status stopped, processing, completed or failed), since duration reads 0
--- until then; deleted recordings too, since they were made that day. A missing file_format (detail not fetched) shows
--- as 'unknown'. Percentiles are quantile_cont: linear interpolation between the two nearest durations (numpy's default
+-- until then; deleted recordings too, since they were made that day. A duration Audian has not given (NULL) stays
+-- unknown: the recording counts in recordings and durations_unknown, and the duration figures are over the others.
+-- A missing file_format (detail not fetched, or no file yet) shows as 'unknown'. Percentiles are quantile_cont: linear interpolation between the two nearest durations (numpy's default
 -- method), so p50 of 10, 20, 30, 40 is 25. Means and percentiles are rounded to 0.1 s.
 -- A call is known when `calls` holds it and it has ended (ended_at set); calls_known counts the recordings whose call
 -- is known, the call columns sum and average over those recordings (a call with two recordings counts twice), and
@@ -34,6 +35,7 @@ SELECT
     file_format,
     channels,
     count(*)                                      AS recordings,
+    count(*) - count(duration)                    AS durations_unknown,
     sum(duration)::BIGINT                         AS total_duration_s,
     round(avg(duration), 1)                       AS mean_duration_s,
     round(quantile_cont(duration, 0.5), 1)        AS p50_duration_s,

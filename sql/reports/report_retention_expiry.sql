@@ -6,6 +6,9 @@
 -- whole 7 days (the same on every row): past it, that audio is gone for good.
 -- Every day of the window has a row, zeros included. Failed recordings have no audio: they count in recordings and
 -- bytes (0), never as not verified. "Now" is pipeline_settings.as_of, not now(), so the report is reproducible.
+-- Unknown sizes stay unknown: a recording not completed may have no file_size (NULL); it counts in recordings and in
+-- recordings_size_unknown but adds nothing to bytes, which is then a lower bound. (A completed recording always has
+-- a size, so bytes_not_verified is exact.)
 CREATE OR REPLACE VIEW report_retention_expiry AS
 WITH settings AS (
     SELECT as_of FROM pipeline_settings
@@ -24,7 +27,7 @@ expiring AS (
     SELECT
         timezone('UTC', r.expires_at)::DATE                  AS expiry_day,
         r.expires_at,
-        r.file_size,
+        CASE WHEN r.status = 'failed' THEN 0 ELSE r.file_size END AS file_size,
         r.status = 'completed' AND v.recording_id IS NULL    AS not_verified
     FROM recordings AS r
     CROSS JOIN settings AS s
@@ -36,6 +39,7 @@ expiring AS (
 SELECT
     d.expiry_day,
     count(e.expires_at)                                            AS recordings,
+    count(e.expires_at) FILTER (WHERE e.file_size IS NULL)         AS recordings_size_unknown,
     coalesce(sum(e.file_size), 0)::BIGINT                          AS bytes,
     count(*) FILTER (WHERE e.not_verified)                         AS not_verified,
     coalesce(sum(e.file_size) FILTER (WHERE e.not_verified), 0)::BIGINT AS bytes_not_verified,

@@ -7,6 +7,10 @@
 -- bytes_held over the 7 days before that moment, divided by 7. days_until_full and projected_full_on say when
 -- bytes_held reaches the quota if that rate goes on: 0 and that day when already over, NULL when the rate is not
 -- positive (not at this rate).
+-- Unknown sizes stay unknown: until a recording is completed Audian may give no file_size (NULL). Such a recording
+-- counts in recordings_held and in recordings_size_unknown but adds nothing to the byte columns, so while
+-- recordings_size_unknown is above 0 the bytes, pct_of_quota and growth are lower bounds and days_until_full an upper
+-- one. A failed recording never gets a file: it holds 0 bytes whatever its file_size says.
 -- "Now" is pipeline_settings.as_of (when the warehouse was loaded), not now(), so the report is reproducible.
 -- bytes_held counts the recordings the lake knows: days before the lake began are missing from it.
 CREATE OR REPLACE VIEW report_storage_quota AS
@@ -23,24 +27,30 @@ days AS (
                                 timezone('UTC', s.as_of)::DATE,
                                 INTERVAL 1 DAY)) AS g(day)
 ),
+sized AS (  -- bytes each recording holds at Audian: NULL while unknown, 0 for a failed one
+    SELECT recording_id, created_at, expires_at, deleted_at,
+           CASE WHEN status = 'failed' THEN 0 ELSE file_size END AS held_bytes
+    FROM recordings
+),
 moments AS (  -- the instants at which bytes_held is measured
     SELECT day, 'end' AS kind, day_end AS at FROM days
     UNION ALL SELECT day, 'start', day_start FROM days
     UNION ALL SELECT day, 'week_before', day_end - INTERVAL 7 DAY FROM days
 ),
 held AS (
-    SELECT m.day, m.kind, coalesce(sum(r.file_size), 0)::BIGINT AS bytes_held, count(r.recording_id) AS recordings_held
+    SELECT m.day, m.kind, coalesce(sum(r.held_bytes), 0)::BIGINT AS bytes_held, count(r.recording_id) AS recordings_held,
+           count(r.recording_id) FILTER (WHERE r.held_bytes IS NULL) AS recordings_size_unknown
     FROM moments AS m
-    LEFT JOIN recordings AS r
+    LEFT JOIN sized AS r
       ON r.created_at < m.at
      AND r.expires_at > m.at
      AND (r.deleted_at IS NULL OR r.deleted_at > m.at)
     GROUP BY m.day, m.kind
 ),
 added AS (
-    SELECT d.day, coalesce(sum(r.file_size), 0)::BIGINT AS bytes_added
+    SELECT d.day, coalesce(sum(r.held_bytes), 0)::BIGINT AS bytes_added
     FROM days AS d
-    LEFT JOIN recordings AS r ON r.created_at >= d.day_start AND r.created_at < d.day_end
+    LEFT JOIN sized AS r ON r.created_at >= d.day_start AND r.created_at < d.day_end
     GROUP BY d.day
 ),
 per_day AS (
@@ -48,6 +58,7 @@ per_day AS (
         d.day,
         d.day_end                                   AS measured_at,
         e.recordings_held,
+        e.recordings_size_unknown,
         e.bytes_held,
         a.bytes_added,
         st.bytes_held + a.bytes_added - e.bytes_held AS bytes_removed,
@@ -74,6 +85,7 @@ SELECT
     day,
     measured_at,
     recordings_held,
+    recordings_size_unknown,
     bytes_held,
     bytes_added,
     bytes_removed,
