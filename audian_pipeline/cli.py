@@ -38,6 +38,10 @@ def _emulator_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-url", default=None, help="deliver signed webhooks to this URL (default: none)")
     parser.add_argument("--faults", type=float, default=0.0, metavar="RATE",
                         help="turn every fault on at this rate, e.g. 0.1 (default 0: no faults)")
+    parser.add_argument("--contract-variations", action="store_true",
+                        help="answer as the contract allows, not only in the friendliest shape: nulls before "
+                             "completion, extra fields, recordings that settle later, URLs expiring after a cut, "
+                             "unsafe IDs; with cut downloads and 429 Retry-After as faults unless --faults sets them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     from audian_pipeline.emulator.faults import FaultConfig
     from audian_pipeline.emulator.server import serve
+    from audian_pipeline.emulator.variations import REALISTIC_FAULTS, Variations
 
+    faults = FaultConfig.everything(args.faults) if args.faults else None
+    if args.contract_variations and faults is None:
+        faults = REALISTIC_FAULTS
     serve(
         seed=args.seed, days=args.days, per_day=args.per_day, clock=args.clock,
         api_key=settings.api_key, webhook_url=args.webhook_url, webhook_secret=settings.webhook_secret,
-        faults=FaultConfig.everything(args.faults) if args.faults else None,
+        faults=faults, variations=Variations.realistic() if args.contract_variations else None,
         host=args.host, port=args.port, storage_port=args.storage_port,
     )
     return 0

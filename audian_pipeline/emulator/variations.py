@@ -23,7 +23,7 @@ cut downloads for `expire_after_cut` to act on, with these variations.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from audian_pipeline.emulator.faults import FaultConfig
@@ -54,10 +54,6 @@ class Variations:
     def realistic(cls) -> "Variations":
         """Every variation on, as the end-to-end variation test and `--contract-variations` run them."""
         return cls(nulls=True, extra_fields=True, settling=0.08, expire_after_cut=True, unsafe_ids=0.3)
-
-    @property
-    def any(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self) if f.name != "settle_seconds")
 
     def to_dict(self) -> dict:
         return asdict(self)
