@@ -25,7 +25,7 @@ from audian_pipeline.lake.paths import partition_file, warehouse_path
 from audian_pipeline.lake.resource import LakeResource
 from audian_pipeline.lake.schemas import SCHEMAS
 from audian_pipeline.settings import Settings
-from audian_pipeline.warehouse.load import TABLES, load_warehouse
+from audian_pipeline.warehouse.load import TABLES, builds_dir, load_warehouse
 from audian_pipeline.warehouse.reports import read_report, print_report
 from audian_pipeline.warehouse.resource import WarehouseResource, show_phone_numbers_from_env
 
@@ -517,7 +517,7 @@ def test_a_loader_killed_mid_load_leaves_the_previous_warehouse(data_dir):
     load(data_dir)
     before = counts(data_dir)
     write_synthetic_lake(data_dir, [date(2026, 11, 1) + timedelta(days=i) for i in range(8)], 2000)
-    temporaries = lambda: list(data_dir.glob(".tmp-*warehouse.duckdb*"))  # noqa: E731
+    temporaries = lambda: list(data_dir.glob(".tmp-*")) + list(builds_dir(data_dir).glob(".tmp-*"))  # noqa: E731
     for delay in (0.0, 0.05, 0.12):
         proc = subprocess.Popen([sys.executable, "-c", KILLED_LOADER, str(data_dir)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

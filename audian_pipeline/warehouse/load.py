@@ -2,35 +2,56 @@
 
 DuckDB lets a process write a database file only when no other process holds it open, even
 read-only ("Could not set lock"), and analysts keep the warehouse open in the DuckDB CLI or a
-notebook while the schedule runs. So the loader never opens the published file. Each load:
+notebook while the schedule runs. So the loader never opens what it publishes. The layout:
 
+    warehouse.duckdb -> .warehouse/<build>/warehouse.duckdb   a symlink, the path analysts open
+    .warehouse/<build>/warehouse.duckdb                       one directory per published load
+    .warehouse/base.duckdb                                    the loader's own copy, opened by no one else
+    .warehouse.lock                                           loads take turns on this flock
+
+Why a directory per build: DuckDB names a database's write-ahead log `<file>.wal` after the
+symlink's *target* (and names the catalog after its file name, hence `warehouse.duckdb` in every
+build directory). An analyst who opened the file read-write (the DuckDB CLI's default) keeps
+writing the WAL of the build they opened, by name, even after a load has swapped a new one in,
+and a killed session leaves that WAL behind. Seen with DuckDB 2.0.1: one file name renamed over
+pairs the new file with the old WAL, and every reader then fails with "WAL does not match
+database file" or "WAL checkpoint iteration does not match" until someone deletes the WAL. With a
+new directory per build, a WAL only ever sits beside the build it belongs to.
+
+Each load:
 1. takes an exclusive `flock` on `.warehouse.lock`, so two loads (two runs) take turns;
-2. copies the published `warehouse.duckdb` to a hidden `.tmp-<uuid>-warehouse.duckdb.partial`
-   beside it (a plain read: it needs no DuckDB lock, so an analyst's session, read-only or not,
-   does not block it), or starts an empty file when a full rebuild is due;
-3. in ONE explicit transaction on that private copy, for every day of the run and every table:
-   `DELETE ... WHERE partition_date = day` then `INSERT ... SELECT` from that day's Parquet file,
-   then the settings row and the views from `sql/reports/`; COMMIT, CHECKPOINT, close, fsync;
-4. `os.replace`s the copy onto `warehouse.duckdb` and fsyncs the directory.
+2. in ONE explicit transaction on `base.duckdb` (or on a fresh file when a full rebuild is due),
+   for every day of the run and every table: `DELETE ... WHERE partition_date = day` then
+   `INSERT ... SELECT` from that day's Parquet file, then the settings row and the views from
+   `sql/reports/`; COMMIT, CHECKPOINT, close, fsync;
+3. copies `base.duckdb` into a new build directory, points a new symlink at it and renames that
+   over `warehouse.duckdb`, then fsyncs the directory;
+4. removes the builds that nobody holds open any more (DuckDB holds an fcntl lock on a file for
+   as long as a session has it open), except the one it just replaced: a reader may have
+   resolved the link to it a moment before the swap.
 
 What that buys:
-- An analyst's open connection keeps reading the old inode (POSIX rename semantics) and never
-  sees half a load; a connection opened after the rename sees the whole new load. The load is
-  never blocked by an analyst, and never breaks their session.
+- An analyst's open session keeps the build it opened, whole, read-only or read-write; a session
+  opened after the swap sees the whole new load. The load is never blocked by an analyst, and
+  never breaks their session, even one that writes after the swap or is killed.
+- Whatever an analyst writes, even checkpointed into the file, never reaches the next load: the
+  loader builds on its own copy, so the warehouse stays a function of the lake.
 - A re-run of a day replaces exactly that day's rows (no doubles, no losses); a crash or a
-  SIGKILL at any point leaves the previous warehouse untouched, plus a hidden temporary that
-  the next load deletes (it holds the lock, so no other load can be writing it).
+  SIGKILL at any point leaves the published warehouse untouched; DuckDB's own recovery rolls an
+  unfinished transaction on `base.duckdb` back at the next load.
+- A full disk fails the load with the lake's one-line `DataDirError`, the warehouse unchanged.
 - The warehouse is a pure function of the lake: a full rebuild (a fresh file, each table one
   `INSERT ... SELECT` over `read_parquet('lake/<table>/date=*/data.parquet')`) happens when
-  there is no warehouse yet, when `sql/tables/*.sql` changed (schema_version), when the
-  phone-number setting changed (the stored numbers are masked or not), when the copied file
-  does not open cleanly, or on request. The benchmark shows a full rebuild of 30 days x 2,000
+  there is no loader copy yet, when `sql/tables/*.sql` changed (schema_version), when the
+  phone-number setting changed (the stored numbers are masked or not), when the copy does not
+  open cleanly, or on request. The benchmark shows a full rebuild of 30 days x 2,000
   recordings takes well under a second, so the fallback is cheap.
 
-Costs, on purpose: each load copies the file (a few MB per 100k recordings), and an analyst
-holding a connection open for days keeps the old file's blocks allocated until they close it.
-An analyst who opens the file read-WRITE (the DuckDB CLI's default) does not stop loads, but
-whatever they write is lost at the next swap: open it with `duckdb -readonly`.
+Costs, on purpose: each load copies the file (a few MB per 100k recordings), the loader's copy
+doubles the disk the warehouse takes, and an analyst holding a build open for days keeps that
+build on disk until they close it. Whatever an analyst writes into the file is lost at the next
+load: open it with `duckdb -readonly`, which also lets the pipeline's report steps read the build
+at the same time (a read-write session locks every other process out of the build it holds).
 
 Phone numbers in `calls` are personal data: the load stores them masked with the warehouse
 macro `mask_phone` ('***-***-' || last four digits) unless `show_phone_numbers` is set
@@ -48,6 +69,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -55,7 +77,7 @@ from typing import Iterable, Iterator
 
 import duckdb
 
-from audian_pipeline.lake.files import TEMP_PREFIX, fsync_path, publish, temp_path_for
+from audian_pipeline.lake.files import TEMP_PREFIX, data_dir_error, fsync_path, publish, temp_path_for
 from audian_pipeline.lake.paths import PARTITION_FILE, partition_file, table_dir, warehouse_path
 from audian_pipeline.lake.schemas import SCHEMAS
 
@@ -66,6 +88,11 @@ TABLES = tuple(SCHEMAS)
 """The lake tables the warehouse holds, each with a partition_date column added."""
 
 LOCK_NAME = ".warehouse.lock"
+BUILDS_DIR = ".warehouse"
+BASE_NAME = "base.duckdb"
+_BUILD = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")
+"""A build directory's name: when it was published, then a random part."""
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 _PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 log = logging.getLogger(__name__)
@@ -143,17 +170,15 @@ def load_warehouse(
     wanted_days = sorted(set(days)) if days is not None else None
     as_of = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
     version = schema_version(sql_dir)
-    with _loader_lock(data_dir, lock_timeout):
-        removed = _remove_stale_builds(data_dir, target)
-        if removed:
-            log.info("removed %d temporary file(s) left by an interrupted load", removed)
-        temp = temp_path_for(target)
+    settings = [as_of, storage_quota_bytes, show_phone_numbers]
+    with _disk_errors(target), _loader_lock(data_dir, lock_timeout):
+        _remove_stale_builds(data_dir, target)
+        base = builds_dir(data_dir) / BASE_NAME
+        reason = ("full rebuild requested" if rebuild or wanted_days is None
+                  else _rebuild_reason(base, version, show_phone_numbers))
+        work = base if reason is None else temp_path_for(base)
         try:
-            reason = "full rebuild requested" if rebuild or wanted_days is None else _copy_previous(target, temp, version, show_phone_numbers)
-            con = duckdb.connect(str(temp))
-            try:
-                con.execute("SET TimeZone = 'UTC'")
-                con.execute("BEGIN TRANSACTION")
+            with contextlib.closing(_open_work(work)) as con:
                 if reason is not None:
                     for ddl in table_ddl_files(sql_dir):
                         con.execute(ddl.read_text())
@@ -162,27 +187,16 @@ def load_warehouse(
                 else:
                     loaded_days = wanted_days or []
                     loaded = _load_days(con, data_dir, loaded_days, show_phone_numbers)
-                con.execute("DELETE FROM pipeline_settings")
-                con.execute(
-                    "INSERT INTO pipeline_settings VALUES (?, ?, ?, ?, ?)",
-                    [as_of, storage_quota_bytes, show_phone_numbers, datetime.now(timezone.utc), version],
-                )
-                for view in report_files(sql_dir):
-                    con.execute(view.read_text())
-                con.execute("COMMIT")
-                con.execute("CHECKPOINT")
-                counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-            finally:
-                con.close()
-            fsync_path(temp)
-            publish(temp, target)
+                counts = _finish(con, settings, version, sql_dir)
+            fsync_path(work)
+            if work != base:
+                _wal(base).unlink(missing_ok=True)  # a killed loader's: it would not match the new file
+                publish(work, base)
         finally:
-            temp.unlink(missing_ok=True)
-            _wal(temp).unlink(missing_ok=True)
+            if work != base:
+                work.unlink(missing_ok=True)
+                _wal(work).unlink(missing_ok=True)
+        _publish_build(base, target)
     return LoadResult(
         path=target, days=loaded_days, full_rebuild=reason is not None, rebuild_reason=reason,
         rows_by_table=counts, loaded_rows=loaded, seconds=time.monotonic() - started,
@@ -190,26 +204,130 @@ def load_warehouse(
     )
 
 
-def _copy_previous(target: Path, temp: Path, version: str, show_phone_numbers: bool) -> str | None:
-    """Copy the published warehouse to `temp`; returns why a full rebuild is due instead, or None."""
-    if not target.exists():
+def builds_dir(data_dir: Path) -> Path:
+    """Hidden beside the link: the loader's copy and every published build (see the module doc)."""
+    return Path(data_dir) / BUILDS_DIR
+
+
+def _open_work(work: Path) -> duckdb.DuckDBPyConnection:
+    """The loader's database, in UTC, inside the transaction that `_finish` commits."""
+    work.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(work))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("BEGIN TRANSACTION")
+    return con
+
+
+def _finish(con: duckdb.DuckDBPyConnection, settings: list, version: str, sql_dir: Path) -> dict[str, int]:
+    """Settings row and views, COMMIT and CHECKPOINT (so the file alone is whole); rows per table.
+
+    A failure before COMMIT leaves the transaction open: closing the connection rolls it back."""
+    con.execute("DELETE FROM pipeline_settings")
+    con.execute("INSERT INTO pipeline_settings VALUES (?, ?, ?, ?, ?)",
+                [*settings, datetime.now(timezone.utc), version])
+    for view in report_files(sql_dir):
+        con.execute(view.read_text())
+    con.execute("COMMIT")
+    con.execute("CHECKPOINT")
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+def _rebuild_reason(base: Path, version: str, show_phone_numbers: bool) -> str | None:
+    """Why `base` cannot take this load's days in place (a full rebuild is due), or None."""
+    if not base.exists():
         return "no warehouse yet"
-    shutil.copyfile(target, temp)
     try:
-        with contextlib.closing(duckdb.connect(str(temp))) as con:
+        with contextlib.closing(duckdb.connect(str(base))) as con:
             row = con.execute("SELECT schema_version, show_phone_numbers FROM pipeline_settings").fetchone()
     except duckdb.Error as exc:
-        reason = f"previous warehouse unreadable ({type(exc).__name__})"
-    else:
-        if row is None or row[0] != version:
-            reason = "table DDL in sql/tables changed"
-        elif row[1] != show_phone_numbers:
-            reason = "AUDIAN_SHOW_PHONE_NUMBERS changed"
-        else:
-            return None
-    temp.unlink(missing_ok=True)
-    _wal(temp).unlink(missing_ok=True)
-    return reason
+        if _disk_errno(exc) is not None:
+            raise
+        return f"previous warehouse unreadable ({type(exc).__name__})"
+    if row is None or row[0] != version:
+        return "table DDL in sql/tables changed"
+    if row[1] != show_phone_numbers:
+        return "AUDIAN_SHOW_PHONE_NUMBERS changed"
+    return None
+
+
+def _publish_build(base: Path, target: Path) -> None:
+    """Copy `base` into a new build directory and swap the `warehouse.duckdb` link onto it."""
+    previous = _current_build(target)
+    build = base.parent / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    published = build / target.name  # DuckDB names the catalog after the file: `warehouse`, as before
+    try:
+        build.mkdir()
+        shutil.copyfile(base, published)
+        fsync_path(published)
+        fsync_path(build)
+        link = temp_path_for(target)
+        os.symlink(published.relative_to(target.parent), link)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)  # frees the space a full disk needs back
+        raise
+    publish(link, target)
+    _wal(target).unlink(missing_ok=True)  # only a plain-file warehouse of before the link had one
+    _remove_old_builds(base.parent, target.name, keep={build, previous})
+
+
+def _current_build(target: Path) -> Path | None:
+    """The build directory the link points at (None before the first linked load)."""
+    if not target.is_symlink():
+        return None
+    return (target.parent / os.readlink(target)).parent
+
+
+def _remove_old_builds(directory: Path, file_name: str, keep: set[Path | None]) -> None:
+    """Every build directory no DuckDB session holds, but those in `keep`.
+
+    A killed read-write session's WAL goes with its build: DuckDB released the lock with it."""
+    for build in directory.iterdir():
+        if _BUILD.match(build.name) and build not in keep and not _held(build / file_name):
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def _held(database: Path) -> bool:
+    """Whether a DuckDB session has the file open: each holds an fcntl lock on it for its lifetime.
+
+    Probing with an exclusive lock of our own cannot make a session fail: this runs only on
+    builds the link no longer points at, which no session opens any more. (Closing the probe
+    also drops a lock this very process's DuckDB holds on the file, POSIX-style: such a build
+    may then be removed while read, which its open descriptor survives.)"""
+    try:
+        fd = os.open(database, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)  # releases our probe lock
+    return False
+
+
+@contextlib.contextmanager
+def _disk_errors(target: Path) -> Iterator[None]:
+    """A full or read-only disk as the lake and the archive report it, whoever hit it.
+
+    DuckDB reports the system's error only in its message text ("Could not write file ...:
+    No space left on device"), as an IOException, a TransactionException or a FatalException."""
+    try:
+        yield
+    except OSError as exc:
+        raise data_dir_error(exc, target) from None
+    except duckdb.Error as exc:
+        code = _disk_errno(exc)
+        if code is None:
+            raise
+        raise data_dir_error(OSError(code, os.strerror(code)), target) from None
+
+
+def _disk_errno(exc: duckdb.Error) -> int | None:
+    text = str(exc)
+    return next((code for code in _DISK_ERRNOS if os.strerror(code) in text), None)
 
 
 def _select(table: str, show_phone_numbers: bool, *, hive: bool = False) -> str:
@@ -291,13 +409,15 @@ def _loader_lock(data_dir: Path, timeout: float) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _remove_stale_builds(data_dir: Path, target: Path) -> int:
-    """Temporaries of earlier loads: only a dead load leaves one, since we hold the lock."""
-    removed = 0
-    for stale in data_dir.glob(f"{TEMP_PREFIX}*-{target.name}.partial*"):
-        stale.unlink(missing_ok=True)
-        removed += 1
-    return removed
+def _remove_stale_builds(data_dir: Path, target: Path) -> None:
+    """What a dead load left (we hold the lock, so no load is writing them): its fresh-rebuild
+    file, its link not yet renamed; and a plain-file warehouse's temporaries of before the link."""
+    stale = [*data_dir.glob(f"{TEMP_PREFIX}*-{target.name}.partial*"),
+             *builds_dir(data_dir).glob(f"{TEMP_PREFIX}*-{BASE_NAME}.partial*")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted load", len(stale))
 
 
 def _wal(path: Path) -> Path:
