@@ -28,6 +28,7 @@ import requests
 from audian_pipeline import definitions
 from audian_pipeline.client.resource import AudianResource
 from audian_pipeline.emulator.faults import FaultConfig
+from audian_pipeline.emulator.variations import Variations
 from audian_pipeline.lake.paths import warehouse_path
 from audian_pipeline.lake.resource import LakeResource
 from audian_pipeline.runner import failure_messages, range_tags, run_range
@@ -260,8 +261,10 @@ def test_no_secret_reaches_logs_events_metadata_or_files(fresh_emulator, tmp_pat
     faults = FaultConfig(server_error=0.1, forbidden=0.5, cut=0.2, max_consecutive=4)
     instance = dg.DagsterInstance.ephemeral()
     with EventStore(events_db(data_dir)) as store, serve_app(create_app(store, SECRET_WEBHOOK)) as url:
+        # every URL renewed after a cut is a new credential, and must not leak either
         emu = fresh_emulator(seed=95, days=3, per_day=10, max_duration=20, api_key=SECRET_KEY,
-                             webhook_url=url + "/webhooks/audian", webhook_secret=SECRET_WEBHOOK, faults=faults)
+                             webhook_url=url + "/webhooks/audian", webhook_secret=SECRET_WEBHOOK, faults=faults,
+                             variations=Variations.realistic())
         assert emu.delivery.wait_idle(60)
         resources = {**resources_for(emu, data_dir), "audian": AudianResource(api_url=emu.api_url,
                                                                                  api_key=dg.EnvVar("AUDIAN_API_KEY"))}
@@ -274,6 +277,7 @@ def test_no_secret_reaches_logs_events_metadata_or_files(fresh_emulator, tmp_pat
         run_range(today - timedelta(days=1), today - timedelta(days=1), resources=resources,
                   dagster_instance=instance)
     assert emu.faults.snapshot()["injected"]["forbidden"] > 0
+    assert emu.faults.snapshot()["injected"]["expired_after_cut"] > 0
     secrets = [SECRET_KEY, SECRET_WEBHOOK, SECRET_WEBHOOK.removeprefix("whsec_"), *emu.emulator.issued_signatures]
     assert len(secrets) > 3
 
