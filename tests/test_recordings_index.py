@@ -187,9 +187,10 @@ class DriftingList:
     """A list that obeys the contract's order, and inserts at the top / deletes above the
     reader between calls; `broken` serves pages out of order to force the plain scan."""
 
-    def __init__(self, items: list[RecordingSummary], churn: list[tuple[int, int]], broken: bool = False):
+    def __init__(self, items: list[RecordingSummary], churn: list[tuple[int, int]], broken: bool = False,
+                 page_limit: int = 50):
         self.items = sorted(items, key=lambda i: (i.created_at, i.recording_id), reverse=True)
-        self.churn, self.broken, self.calls = list(churn), broken, 0
+        self.churn, self.broken, self.calls, self.page_limit = list(churn), broken, 0, page_limit
 
     def list_page(self, *, since=None, limit=200, offset=0) -> Page:
         self.calls += 1
@@ -201,7 +202,7 @@ class DriftingList:
             for _ in range(deletes):
                 del self.items[min(offset // 2, len(self.items) - 1)]
         matching = [i for i in self.items if since is None or i.created_at >= since]
-        limit = min(limit, 50)
+        limit = min(limit, self.page_limit)
         page = matching[offset: offset + limit]
         if self.broken:
             page = list(reversed(page))
@@ -212,11 +213,18 @@ def _items(n: int, start: datetime) -> list[RecordingSummary]:
     return [RecordingSummary(f"rec_{i:05d}", "c", 1, 1, "completed", start + timedelta(minutes=3 * i)) for i in range(n)]
 
 
-@pytest.mark.parametrize("churn", [[], [(3, 0)] * 30, [(0, 1)] * 30, [(2, 1), (0, 2), (5, 0)] * 10])
-def test_pager_is_exact_under_insertions_and_deletions(churn):
+STEADY = [(1, 1), (0, 2), (2, 1), (1, 3), (0, 1)] * 100
+"""Five hundred calls of steady churn, deletions always above the reader."""
+
+
+@pytest.mark.parametrize("page_limit, churn", [
+    (50, []), (50, [(3, 0)] * 30), (50, [(0, 1)] * 30), (50, [(2, 1), (0, 2), (5, 0)] * 10),
+    (7, STEADY), (13, STEADY), (25, STEADY), (7, [(4, 0)] * 500), (13, [(0, 4)] * 500),
+], ids=["quiet", "inserts", "deletes", "mixed", "steady-7", "steady-13", "steady-25", "inserts-7", "deletes-13"])
+def test_pager_is_exact_under_insertions_and_deletions(page_limit, churn):
     day = datetime(2026, 1, 10, tzinfo=timezone.utc)
     base = _items(2000, day - timedelta(days=2))
-    source = DriftingList(base, churn)
+    source = DriftingList(base, churn, page_limit=page_limit)
     start, end = day, day + timedelta(days=1)
     listing = list_window(source, start, end)
     ids = [r.recording_id for r in listing.recordings]
@@ -224,6 +232,10 @@ def test_pager_is_exact_under_insertions_and_deletions(churn):
     still = {i.recording_id for i in source.items if start <= i.created_at < end}
     ever = {i.recording_id for i in base if start <= i.created_at < end}
     assert still <= set(ids) <= ever
+    quiet_cost = 1 + -(-len(ever) // (page_limit - 1))
+    assert listing.list_calls <= 2 * quiet_cost and not listing.plain_scan
+    if not churn:
+        assert listing.list_calls == quiet_cost and listing.api_total == len(ever)
 
 
 def test_pager_falls_back_to_a_plain_scan_when_order_is_broken():
