@@ -81,8 +81,10 @@ from audian_pipeline.lake.files import TEMP_PREFIX, data_dir_error, fsync_path, 
 from audian_pipeline.lake.paths import PARTITION_FILE, partition_file, table_dir, warehouse_path
 from audian_pipeline.lake.schemas import SCHEMAS
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
-"""The repository's sql/ folder: tables/*.sql (DDL, run in name order) and reports/*.sql."""
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+"""sql/: tables/*.sql (DDL, run in name order) and reports/*.sql. Reached through the package
+(audian_pipeline/sql links to the top-level folder), so an installed wheel, which ships the
+files as package data, finds them as the checkout does."""
 
 TABLES = tuple(SCHEMAS)
 """The lake tables the warehouse holds, each with a partition_date column added."""
