@@ -113,8 +113,3 @@ def sync_day(
         rows_by_status=dict(Counter("deleted" if r["deleted_at"] else r["status"] for r in ordered)),
     )
 
-
-def api_count(client: AudianClient, day: date) -> int:
-    """Audian's own count of the day's recordings: total(since=start) - total(since=end)."""
-    start, end = day_bounds(day)
-    return client.list_page(since=start, limit=1).total - client.list_page(since=end, limit=1).total
