@@ -6,10 +6,11 @@ checks run cheapest first, so an unsigned flood costs no body reads and no disk:
 
     Content-Length > limit -> 413, headers missing/malformed or timestamp outside the
     tolerance -> 401, body over the limit while streaming -> 413, no matching signature -> 401,
-    not JSON or not an Audian event -> 400, store failure -> 503 (Audian retries).
+    not JSON (nesting too deep included) or not an Audian event -> 400, store failure -> 503
+    (Audian retries).
 
-Nothing is stored for a rejection, and each one is logged with its reason and the webhook-id,
-never the secret or the body.
+Nothing is stored for a rejection, and each one is logged on one line with its reason and the
+webhook-id, never the secret or the body; so is a client that leaves before its body arrived.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -149,6 +150,8 @@ def _parse_event(body: bytes) -> RecordingEvent:
         raise Rejected(400, "bad_body", "body is not valid JSON") from None
     try:
         return RecordingEvent.from_api(payload)
+    except RecursionError:
+        raise Rejected(400, "bad_body", "body is JSON nested too deeply to be an Audian event") from None
     except MalformedResponse as exc:
         raise Rejected(400, "bad_event", f"not a valid Audian event: {exc}") from None
 
@@ -164,6 +167,14 @@ def _log_rejection(rejected: Rejected, webhook_id: str) -> None:
 
 def _check_tolerance(tolerance_seconds: int) -> None:
     if not 0 < tolerance_seconds <= LIBRARY_TOLERANCE_SECONDS:
+def _abandoned(webhook_id: str) -> Response:
+    """The connection closed before the whole body arrived (the client left, or the server cut
+    it off at its receipt deadline): an ordinary event on the internet, worth one line."""
+    log.info("webhook abandoned: connection closed before the whole body arrived, webhook_id=%r",
+             webhook_id[:MAX_WEBHOOK_ID_LENGTH])
+    return _error(400, "incomplete_body", "the connection closed before the whole body arrived")
+
+
         raise ValueError(
             f"tolerance_seconds must be between 1 and {LIBRARY_TOLERANCE_SECONDS}: the "
             "standardwebhooks library rejects anything older than 5 minutes regardless"
@@ -197,6 +208,8 @@ def create_app(
             return _error(rejected.status, rejected.error, rejected.message)
         return await _store(store, webhook_id, event, body)
 
+        except ClientDisconnect:
+            return _abandoned(webhook_id)
     async def healthz(request: Request) -> Response:
         count = await run_in_threadpool(store.count)
         return JSONResponse({"status": "ok", "events": count})
