@@ -21,14 +21,14 @@ from audian_pipeline.runner import run_range
 from audian_pipeline.settings import RETENTION_DAYS, Settings
 from audian_pipeline.warehouse.reports import REPORTS, print_report
 from audian_pipeline.webhooks.receiver import create_app
+from audian_pipeline.webhooks.server import receiver_server
 from audian_pipeline.webhooks.store import EventStore
 
 
 def start_receiver(settings: Settings) -> tuple[str, uvicorn.Server]:
     sock = bind("127.0.0.1", 0)
     store = EventStore(events_db(settings.data_dir))
-    server = uvicorn.Server(uvicorn.Config(create_app(store, settings.webhook_secret), log_level="warning",
-                                           access_log=False))
+    server = receiver_server(create_app(store, settings.webhook_secret), log_level="warning", access_log=False)
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="receiver").start()
     while not server.started:
         time.sleep(0.01)

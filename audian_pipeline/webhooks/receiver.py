@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import json
 import logging
@@ -36,6 +37,7 @@ from starlette.routing import Route
 
 from audian_pipeline.client.models import MalformedResponse, RecordingEvent
 from audian_pipeline.settings import check_webhook_secret
+from audian_pipeline.webhooks.server import receiver_server
 from audian_pipeline.webhooks.store import EventStore
 
 log = logging.getLogger("audian_pipeline.webhooks")
@@ -148,10 +150,10 @@ def _parse_event(body: bytes) -> RecordingEvent:
         payload = json.loads(body)
     except ValueError:
         raise Rejected(400, "bad_body", "body is not valid JSON") from None
-    try:
-        return RecordingEvent.from_api(payload)
     except RecursionError:
         raise Rejected(400, "bad_body", "body is JSON nested too deeply to be an Audian event") from None
+    try:
+        return RecordingEvent.from_api(payload)
     except MalformedResponse as exc:
         raise Rejected(400, "bad_event", f"not a valid Audian event: {exc}") from None
 
@@ -165,8 +167,6 @@ def _log_rejection(rejected: Rejected, webhook_id: str) -> None:
     )
 
 
-def _check_tolerance(tolerance_seconds: int) -> None:
-    if not 0 < tolerance_seconds <= LIBRARY_TOLERANCE_SECONDS:
 def _abandoned(webhook_id: str) -> Response:
     """The connection closed before the whole body arrived (the client left, or the server cut
     it off at its receipt deadline): an ordinary event on the internet, worth one line."""
@@ -175,6 +175,8 @@ def _abandoned(webhook_id: str) -> Response:
     return _error(400, "incomplete_body", "the connection closed before the whole body arrived")
 
 
+def _check_tolerance(tolerance_seconds: int) -> None:
+    if not 0 < tolerance_seconds <= LIBRARY_TOLERANCE_SECONDS:
         raise ValueError(
             f"tolerance_seconds must be between 1 and {LIBRARY_TOLERANCE_SECONDS}: the "
             "standardwebhooks library rejects anything older than 5 minutes regardless"
@@ -206,10 +208,10 @@ def create_app(
         except Rejected as rejected:
             _log_rejection(rejected, webhook_id)
             return _error(rejected.status, rejected.error, rejected.message)
-        return await _store(store, webhook_id, event, body)
-
         except ClientDisconnect:
             return _abandoned(webhook_id)
+        return await _store(store, webhook_id, event, body)
+
     async def healthz(request: Request) -> Response:
         count = await run_in_threadpool(store.count)
         return JSONResponse({"status": "ok", "events": count})
@@ -264,6 +266,8 @@ def serve(host: str, port: int, data_dir: Path, secret: str) -> None:
     store = EventStore(Path(data_dir) / "events" / "events.sqlite3")
     try:
         app = create_app(store, secret)
-        uvicorn.run(app, host=host, port=port, log_level="info", log_config=_log_config())
+        server = receiver_server(app, host=host, port=port, log_level="info", log_config=_log_config())
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once shut down
+            server.run()
     finally:
         store.close()
