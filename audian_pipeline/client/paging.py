@@ -27,7 +27,7 @@ calls made one after the other.
 
 With the server's applied limit L, a quiet window of n recordings costs 1 + ceil(n / (L - 1))
 list calls. Under churn a page is discarded only when the list moved by more than the overlap
-between two calls; `PagingError` ends a window whose list keeps moving by more than a page per
+between two calls; `PagingError` ends a window whose list keeps moving by more than half a page per
 call (`max_misses` discarded pages in a row) or that exceeds its call budget, with nothing stored.
 """
 
@@ -104,16 +104,16 @@ class _Aim:
         self.spread = (3 * self.spread + max(0, self.expected - found)) / 4
         self.head, self.calls = head, 0
         self.expected = head + round(self.drift)
-        self._widen(limit)
+        self._fit_overlap(limit)
 
     def missed(self, above: int, limit: int) -> None:
         """A page began below the anchor: the head is now above offset `above`."""
         self.drift = min(self.drift, 0.0, (above - self.head) / self.calls)
         self.spread = max(2 * self.spread, self.overlap)
         self.expected = above + round(self.drift)
-        self._widen(limit)
+        self._fit_overlap(limit)
 
-    def _widen(self, limit: int) -> None:
+    def _fit_overlap(self, limit: int) -> None:
         self.overlap = min(1 + math.ceil(2 * self.spread), max(1, (limit - 1) // 2))
 
 
@@ -192,7 +192,7 @@ class WindowPager:
         self._misses += 1
         if self._misses > self.max_misses:
             raise PagingError(
-                f"the recordings list of {self._window()} moved by more than a page between list calls "
+                f"the recordings list of {self._window()} moved by more than half a page between list calls "
                 f"{self._misses} times in a row; {QUIET}"
             )
         self._aim.missed(min(offset, page.total), page.limit)
