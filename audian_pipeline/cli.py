@@ -29,9 +29,11 @@ def _emulator_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_API_PORT, help=f"API port (default {DEFAULT_API_PORT})")
     parser.add_argument("--storage-port", type=int, default=DEFAULT_STORAGE_PORT,
-                        help=f"port of the storage host that serves signed download URLs (default {DEFAULT_STORAGE_PORT})")
+                        help="port of the storage host that serves signed download URLs "
+                             f"(default {DEFAULT_STORAGE_PORT})")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated account (default 7)")
-    parser.add_argument("--days", type=int, default=35, help="days of history before the clock (default 35; older than 30 are deleted)")
+    parser.add_argument("--days", type=int, default=35,
+                        help="days of history before the clock (default 35; older than 30 are deleted)")
     parser.add_argument("--per-day", type=int, default=40, help="recordings created per day (default 40)")
     parser.add_argument("--clock", type=_timestamp, default=None,
                         help="freeze the emulator's clock at this ISO instant (default: run with the real clock)")
@@ -53,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     webhooks = commands.add_parser("webhooks", help="serve the webhook receiver (POST /webhooks/audian, GET /healthz)")
     webhooks.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    webhooks.add_argument("--port", type=int, default=DEFAULT_WEBHOOKS_PORT, help=f"port (default {DEFAULT_WEBHOOKS_PORT})")
+    webhooks.add_argument("--port", type=int, default=DEFAULT_WEBHOOKS_PORT,
+                          help=f"port (default {DEFAULT_WEBHOOKS_PORT})")
 
-    demo = commands.add_parser("demo", help="start the emulator and the receiver, backfill every retained day, print the reports")
+    demo = commands.add_parser(
+        "demo", help="start the emulator and the receiver, backfill every retained day, print the reports")
     demo.add_argument("--days", type=int, default=35, help="days of emulated history (default 35)")
     demo.add_argument("--per-day", type=int, default=12, help="recordings per day (default 12)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the emulated account (default 7)")
@@ -73,13 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("audian_pipeline").setLevel(logging.INFO)
+    handler = globals()[f"_cmd_{args.command}"]
     try:
-        settings = Settings.from_env()
-    except SettingError as exc:
+        return handler(args, Settings.from_env()) or 0
+    except SettingError as exc:  # each setting is checked when the command first uses it
         print(f"audian-pipeline: {exc}", file=sys.stderr)
         return 2
-    handler = globals()[f"_cmd_{args.command}"]
-    return handler(args, settings) or 0
 
 
 def _cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:

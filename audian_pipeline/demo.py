@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import uvicorn
 
-from audian_pipeline import definitions
+from audian_pipeline.defs.resources import AudianResource
 from audian_pipeline.emulator.server import bind, start_emulator
 from audian_pipeline.lake.paths import events_db
 from audian_pipeline.runner import run_range
@@ -46,7 +46,7 @@ def run_demo(days: int, per_day: int, seed: int, settings: Settings) -> int:
         emulator.delivery.wait_idle(300)
         print(f"webhooks delivered: {emulator.delivery.stats.to_dict()}")
         today = emulator.account.now().date()
-        resources = definitions.resources(api_url=emulator.api_url)
+        resources = {"audian": AudianResource(api_url=emulator.api_url)}
         code = run_range(today - timedelta(days=RETENTION_DAYS), today, resources=resources)
         for name in REPORTS:
             print()

@@ -14,7 +14,10 @@ from pathlib import Path
 import dagster as dg
 
 from audian_pipeline import definitions
-from audian_pipeline.assets.partitions import daily_partitions
+from audian_pipeline.defs.partitions import check_partitions_start, daily_partitions
+
+LAKE_AND_WAREHOUSE = dg.AssetSelection.groups("lake", "warehouse")
+REPORTS = dg.AssetSelection.groups("reports")
 
 
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -36,6 +39,7 @@ def instance() -> dg.DagsterInstance:
 
 
 def check_range(first: date, last: date) -> None:
+    check_partitions_start()
     if last < first:
         raise ValueError(f"--end {last} is before --start {first}")
     keys = daily_partitions.get_partition_keys()
@@ -48,14 +52,16 @@ def run_range(first: date, last: date, resources: dict | None = None,
               dagster_instance: dg.DagsterInstance | None = None) -> int:
     """Returns a process exit code: 0 when every step and blocking check succeeded."""
     check_range(first, last)
-    resources = resources or definitions.resources()
+    defs = definitions.load()
+    resources = {**(defs.resources or {}), **(resources or {})}
     dagster_instance = dagster_instance or instance()
-    lake = dg.materialize(definitions.partitioned_assets, resources=resources, instance=dagster_instance,
-                          tags=range_tags(first, last), run_config=CONSOLE_INFO, raise_on_error=False)
+    lake = dg.materialize(list(defs.assets or []), selection=LAKE_AND_WAREHOUSE, resources=resources,
+                          instance=dagster_instance, tags=range_tags(first, last), run_config=CONSOLE_INFO,
+                          raise_on_error=False)
     if not lake.success:
         return _explain(lake)
-    reports = dg.materialize(definitions.report_assets, resources=resources, instance=dagster_instance,
-                             run_config=CONSOLE_INFO, raise_on_error=False)
+    reports = dg.materialize(list(defs.assets or []), selection=REPORTS, resources=resources,
+                             instance=dagster_instance, run_config=CONSOLE_INFO, raise_on_error=False)
     return 0 if reports.success else _explain(reports)
 
 

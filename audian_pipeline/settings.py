@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 from urllib.parse import urlsplit
 
 DEMO_API_KEY = "audian_demo_key_0123456789abcdef"
@@ -26,6 +26,7 @@ DEFAULT_API_URL = f"http://127.0.0.1:{DEFAULT_API_PORT}"
 DEFAULT_STORAGE_QUOTA_BYTES = 50 * 1024**3
 """50 GiB: Audian does not report the quota, so the quota report needs the user to set it."""
 
+DEFAULT_DATA_DIR = "./data"
 RETENTION_DAYS = 30
 
 
@@ -74,7 +75,7 @@ def check_webhook_secret(value: str, name: str = "AUDIAN_WEBHOOK_SECRET") -> str
     return value
 
 
-def _positive_int(name: str, raw: str) -> int:
+def positive_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -84,35 +85,66 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
+def env_value(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """A setting as the process sees it now: the variable when set and not empty, else the default.
+
+    Called when a run, sensor tick or command starts, never at import: a variable set only in
+    the launch environment counts, and a bad one fails what uses it, not the code location."""
+    env = os.environ if environ is None else environ
+    return env.get(name) or default
+
+
 class Settings:
-    api_url: str
-    api_key: str
-    data_dir: Path
-    webhook_secret: str
-    storage_quota_bytes: int
+    """The settings a command reads, each validated when the command first uses it, so a bad
+    receiver-only secret fails `audian-pipeline webhooks` and nothing else."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._env = os.environ if environ is None else environ
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        return cls(environ)
 
     def __repr__(self) -> str:  # never print secrets, even by accident
-        return (
-            f"Settings(api_url={self.api_url!r}, data_dir={str(self.data_dir)!r}, "
-            f"storage_quota_bytes={self.storage_quota_bytes}, api_key=<redacted>, "
-            "webhook_secret=<redacted>)"
-        )
+        return f"Settings(data_dir={str(self.data_dir)!r}, api_key=<redacted>, webhook_secret=<redacted>)"
 
     __str__ = __repr__
 
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
-        env = os.environ if environ is None else environ
-        return cls(
-            api_url=check_api_url(env.get("AUDIAN_API_URL") or DEFAULT_API_URL),
-            api_key=check_api_key(env.get("AUDIAN_API_KEY", DEMO_API_KEY)),
-            data_dir=Path(env.get("AUDIAN_DATA_DIR") or "./data").resolve(),
-            webhook_secret=check_webhook_secret(
-                env.get("AUDIAN_WEBHOOK_SECRET") or DEMO_WEBHOOK_SECRET
-            ),
-            storage_quota_bytes=_positive_int(
-                "AUDIAN_STORAGE_QUOTA_BYTES",
-                env.get("AUDIAN_STORAGE_QUOTA_BYTES") or str(DEFAULT_STORAGE_QUOTA_BYTES),
-            ),
-        )
+    @property
+    def api_url(self) -> str:
+        return check_api_url(env_value("AUDIAN_API_URL", DEFAULT_API_URL, self._env))
+
+    @property
+    def api_key(self) -> str:
+        return check_api_key(self._env.get("AUDIAN_API_KEY", DEMO_API_KEY))
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(env_value("AUDIAN_DATA_DIR", DEFAULT_DATA_DIR, self._env)).resolve()
+
+    @property
+    def webhook_secret(self) -> str:
+        return check_webhook_secret(env_value("AUDIAN_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET, self._env))
+
+    @property
+    def storage_quota_bytes(self) -> int:
+        return positive_int("AUDIAN_STORAGE_QUOTA_BYTES",
+                            env_value("AUDIAN_STORAGE_QUOTA_BYTES", str(DEFAULT_STORAGE_QUOTA_BYTES), self._env))
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def show_phone_numbers_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """AUDIAN_SHOW_PHONE_NUMBERS: `1` lets the warehouse hold full numbers; unset or `0` masks them."""
+    env = os.environ if environ is None else environ
+    raw = env.get("AUDIAN_SHOW_PHONE_NUMBERS", "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingError(
+        f"AUDIAN_SHOW_PHONE_NUMBERS must be 1 (show full phone numbers in the warehouse) or 0 (mask them; "
+        f"the default), got {raw!r}."
+    )

@@ -13,15 +13,15 @@ import pytest
 import requests
 import soundfile
 
-from audian_pipeline.assets.audio import recording_audio
-from audian_pipeline.assets.recordings import recordings
 from audian_pipeline.audio.verify import Expected, verify
-from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.defs.recording_audio import recording_audio
+from audian_pipeline.defs.recordings import recordings
+from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.emulator.faults import FaultConfig
+from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import read_rows
 from audian_pipeline.lake.paths import events_db
-from audian_pipeline.lake.resource import LakeResource
-from audian_pipeline.recordings import day_bounds
+from audian_pipeline.lake.tables import RECORDING_AUDIO
 from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
 from audian_pipeline.webhooks.receiver import create_app
 from audian_pipeline.webhooks.store import EventStore
@@ -48,7 +48,7 @@ def run(emu, data_dir: Path, day, assets=(recordings, recording_audio)) -> dg.Ex
 
 
 def manifest(data_dir: Path, day) -> dict[str, dict]:
-    return {r["recording_id"]: r for r in read_rows(data_dir, "recording_audio", day)}
+    return {r["recording_id"]: r for r in read_rows(data_dir, RECORDING_AUDIO, day)}
 
 
 def archived_files(data_dir: Path) -> list[Path]:
@@ -173,10 +173,9 @@ def test_a_path_like_recording_id_never_writes_outside_the_archive(fresh_emulato
 
 
 def test_unsafe_ids_fail_a_check_and_the_warehouse_is_still_built(fresh_emulator, tmp_path):
-    from audian_pipeline import definitions
+    from audian_pipeline.defs.resources import WarehouseResource
     from audian_pipeline.lake.paths import warehouse_path
     from audian_pipeline.runner import run_range
-    from audian_pipeline.warehouse.resource import WarehouseResource
 
     emu = fresh_emulator(seed=47, days=2, per_day=6)
     for bad_id in ("../x", "rec evil"):

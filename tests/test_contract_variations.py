@@ -21,6 +21,7 @@ from audian_pipeline.emulator.faults import FaultConfig
 from audian_pipeline.emulator.variations import Variations
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.paths import warehouse_path
+from audian_pipeline.lake.tables import RECORDINGS
 from audian_pipeline.settings import DEMO_API_KEY
 from audian_pipeline.warehouse.load import load_warehouse
 
@@ -153,15 +154,15 @@ def test_unknown_sizes_reach_the_warehouse_as_unknown_not_zero(data_dir):
                _recording("r6", late, "stopped", None, None)],
     }
     for day, rows in days.items():
-        write_partition(data_dir, "recordings", day, to_table("recordings", rows))
-        assert read_rows(data_dir, "recordings", day) and None in [r["file_size"] for r in read_rows(
-            data_dir, "recordings", day)]
+        write_partition(data_dir, RECORDINGS, day, to_table(RECORDINGS, rows))
+        assert read_rows(data_dir, RECORDINGS, day) and None in [r["file_size"] for r in read_rows(
+            data_dir, RECORDINGS, day)]
     load_warehouse(data_dir, None, storage_quota_bytes=10_000, as_of=AS_OF)
 
     def view(name: str) -> list[dict]:
         with duckdb.connect(str(warehouse_path(data_dir)), read_only=True) as con:
             cursor = con.execute(f"SELECT * FROM {name}")
-            return [dict(zip([d[0] for d in cursor.description], row)) for row in cursor.fetchall()]
+            return [dict(zip([d[0] for d in cursor.description], row, strict=True)) for row in cursor.fetchall()]
 
     now = view("report_storage_quota")[-1]
     # held: r1, r2 (unknown), r3 (failed: no file), r4, r5 and r6 (unknown)

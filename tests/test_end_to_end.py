@@ -13,18 +13,17 @@ import pytest
 import requests
 
 from audian_pipeline import definitions
-from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.defs.resources import AudianResource, LakeResource, WarehouseResource
+from audian_pipeline.defs.schedules import daily_job, daily_range, daily_schedule
 from audian_pipeline.emulator.account import UNSAFE_IDS
 from audian_pipeline.emulator.faults import FaultConfig
 from audian_pipeline.emulator.variations import REALISTIC_FAULTS, Variations
+from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import read_rows
 from audian_pipeline.lake.paths import warehouse_path
-from audian_pipeline.lake.resource import LakeResource
-from audian_pipeline.recordings import day_bounds
+from audian_pipeline.lake.tables import TABLES
 from audian_pipeline.runner import run_range
-from audian_pipeline.schedules import daily_job, daily_range, daily_schedule
 from audian_pipeline.settings import DEMO_API_KEY
-from audian_pipeline.warehouse.resource import WarehouseResource
 
 from test_audio_archive import account_with_webhooks
 
@@ -45,7 +44,7 @@ def report(data_dir, view: str) -> list[dict]:
     with duckdb.connect(str(warehouse_path(data_dir)), read_only=True) as con:
         cursor = con.execute(f"SELECT * FROM {view}")
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 @pytest.mark.slow
@@ -114,8 +113,7 @@ def test_daily_schedule_runs_yesterday_and_refreshes_three_days_in_one_run(fresh
         assert request.tags["dagster/asset_partition_range_start"] == first.isoformat()
         assert request.tags["dagster/asset_partition_range_end"] == last.isoformat() == (
             tick.date() - timedelta(days=1)).isoformat()
-        job = dg.Definitions(assets=[*definitions.partitioned_assets, *definitions.report_assets],
-                             jobs=[daily_job],
+        job = dg.Definitions(assets=definitions.load().assets, jobs=[daily_job],
                              resources=resources_for(emu, data_dir)).resolve_job_def("daily_job")
         result = job.execute_in_process(tags=request.tags, instance=dg.DagsterInstance.ephemeral())
         assert result.success
@@ -138,7 +136,7 @@ def check_results(instance: dg.DagsterInstance, check_name: str) -> list[bool]:
 
 
 def lake_rows(data_dir, table: str, days: list) -> dict[str, dict]:
-    return {row["recording_id"]: row for day in days for row in read_rows(data_dir, table, day)}
+    return {row["recording_id"]: row for day in days for row in read_rows(data_dir, TABLES[table], day)}
 
 
 @pytest.mark.slow

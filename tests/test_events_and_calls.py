@@ -15,21 +15,22 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from audian_pipeline.assets.calls import calls
-from audian_pipeline.assets.events import recording_events
-from audian_pipeline.assets.partitions import backfill_policy, daily_partitions
-from audian_pipeline.assets.recordings import recordings
-from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.defs.calls import calls
+from audian_pipeline.defs.partitions import backfill_policy, daily_partitions
+from audian_pipeline.defs.recording_events import recording_events
+from audian_pipeline.defs.recordings import recordings
+from audian_pipeline.defs.resources import AudianResource, LakeResource
+from audian_pipeline.defs.sensors import audio_archive_job, recording_completed_sensor, run_requests
 from audian_pipeline.emulator.delivery import webhook_id
 from audian_pipeline.emulator.faults import FaultConfig
 from audian_pipeline.emulator.server import RunningEmulator
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.paths import events_db, partition_file
-from audian_pipeline.lake.resource import LakeResource
-from audian_pipeline.sensors import audio_archive_job, recording_completed_sensor, run_requests
+from audian_pipeline.lake.tables import CALLS, RECORDING_EVENTS, RECORDINGS
 from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
 from audian_pipeline.webhooks.receiver import create_app
 from audian_pipeline.webhooks.store import EventStore
+
 from servers import serve_app
 
 FIRST, LAST = date(2026, 11, 17), date(2026, 11, 20)
@@ -89,7 +90,7 @@ def test_every_delivered_event_lands_once_on_the_day_it_happened(delivered, data
     assert result.success
     stored: dict[str, list[tuple[date, dict]]] = defaultdict(list)
     for day in days(FIRST, LAST):
-        rows = read_rows(data_dir, "recording_events", day)
+        rows = read_rows(data_dir, RECORDING_EVENTS, day)
         assert rows == sorted(rows, key=lambda r: (r["occurred_at"], r["webhook_id"]))
         for row in rows:
             stored[row["webhook_id"]].append((day, row))
@@ -125,7 +126,7 @@ def test_no_events_store_yet_writes_an_empty_partition_and_says_so(data_dir):
     result = dg.materialize([recording_events], resources=lake(data_dir), partition_key="2026-11-18")
 
     assert result.success
-    assert read_rows(data_dir, "recording_events", date(2026, 11, 18)) == []
+    assert read_rows(data_dir, RECORDING_EVENTS, date(2026, 11, 18)) == []
     assert partition_file(data_dir, "recording_events", date(2026, 11, 18)).exists()
     assert not events_db(data_dir).exists(), "the asset must not create the receiver's store"
     meta = metadata(result, "recording_events")
@@ -151,7 +152,7 @@ def test_sensor_requests_each_day_once_then_only_new_work(delivered, data_dir):
     running = delivered
     listed_day = date(2026, 11, 18)
     assert dg.materialize([recordings], resources=with_api(data_dir, running), partition_key=listed_day.isoformat()).success
-    in_lake = {r["recording_id"]: r["created_at"].date() for r in read_rows(data_dir, "recordings", listed_day)}
+    in_lake = {r["recording_id"]: r["created_at"].date() for r in read_rows(data_dir, RECORDINGS, listed_day)}
     completed = [e for e in due_events(running) if e[1] == "recording.completed"]
 
     first = evaluate(data_dir, None)
@@ -214,7 +215,7 @@ def test_audio_job_resolves_with_the_audio_asset():
 def final_calls(data_dir: Path, day: date) -> tuple[set[str], set[str]]:
     """(ready, deferred) call_ids of the day, by the recordings partition's statuses."""
     settled: dict[str, bool] = defaultdict(lambda: True)
-    for rec in read_rows(data_dir, "recordings", day):
+    for rec in read_rows(data_dir, RECORDINGS, day):
         settled[rec["call_id"]] &= rec["status"] in ("completed", "failed") or rec["deleted_at"] is not None
     return {c for c, ok in settled.items() if ok}, {c for c, ok in settled.items() if not ok}
 
@@ -233,7 +234,7 @@ def test_calls_are_fetched_once_and_never_again(fresh_emulator, data_dir):
     for day in (date(2026, 11, 19), LAST):
         day_ready, day_deferred = final_calls(data_dir, day)
         ready, deferred = ready | day_ready, deferred | day_deferred
-        stored.update({row["call_id"]: row for row in read_rows(data_dir, "calls", day)})
+        stored.update({row["call_id"]: row for row in read_rows(data_dir, CALLS, day)})
     assert deferred, "CLOCK's day was meant to hold recordings still in flight"
     assert meta["deferred"] == len(deferred)
     assert meta["call_requests"] == len(ready), "each ready call asked for exactly once"
@@ -263,14 +264,14 @@ def test_a_call_past_retention_is_skipped_and_a_stored_one_kept(fresh_emulator, 
          "first_seen_at": now, "last_seen_at": now}
         for name in ("gone", "kept")
     ]
-    write_partition(data_dir, "recordings", day, to_table("recordings", recs))
+    write_partition(data_dir, RECORDINGS, day, to_table(RECORDINGS, recs))
     kept = {"call_id": "call_kept", "from_number": "+14155550100", "to_number": "+12125550100",
             "direction": "inbound", "status": "completed", "started_at": start, "ended_at": start,
             "duration": 60, "fetched_at": now}
-    write_partition(data_dir, "calls", day, to_table("calls", [kept]))
+    write_partition(data_dir, CALLS, day, to_table(CALLS, [kept]))
 
     result = dg.materialize([calls], resources=with_api(data_dir, running), partition_key=day.isoformat())
 
     meta = metadata(result, "calls")
     assert (meta["call_requests"], meta["not_found_skipped"], meta["rows"]) == (1, 1, 1)
-    assert [row["call_id"] for row in read_rows(data_dir, "calls", day)] == ["call_kept"]
+    assert [row["call_id"] for row in read_rows(data_dir, CALLS, day)] == ["call_kept"]

@@ -26,15 +26,13 @@ import pytest
 import requests
 
 from audian_pipeline import definitions
-from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.defs.resources import AudianResource, LakeResource, WarehouseResource
+from audian_pipeline.defs.schedules import daily_job, daily_schedule
 from audian_pipeline.emulator.faults import FaultConfig
 from audian_pipeline.emulator.variations import Variations
 from audian_pipeline.lake.paths import warehouse_path
-from audian_pipeline.lake.resource import LakeResource
-from audian_pipeline.runner import failure_messages, range_tags, run_range
-from audian_pipeline.schedules import daily_job, daily_schedule
+from audian_pipeline.runner import LAKE_AND_WAREHOUSE, failure_messages, range_tags, run_range
 from audian_pipeline.settings import DEMO_API_KEY
-from audian_pipeline.warehouse.resource import WarehouseResource
 
 from test_audio_archive import account_with_webhooks
 
@@ -66,7 +64,7 @@ def whole_pipeline(emu, data_dir: Path, instance: dg.DagsterInstance) -> list[st
                      resources=resources_for(emu, data_dir), dagster_instance=instance) == 0
     tick = datetime.combine(today, datetime.min.time(), tzinfo=timezone.utc) + timedelta(minutes=15)
     request = daily_schedule(dg.build_schedule_context(scheduled_execution_time=tick))
-    job = dg.Definitions(assets=[*definitions.partitioned_assets, *definitions.report_assets], jobs=[daily_job],
+    job = dg.Definitions(assets=definitions.load().assets, jobs=[daily_job],
                          resources=resources_for(emu, data_dir)).resolve_job_def("daily_job")
     assert job.execute_in_process(tags=request.tags, instance=instance).success
     return [run.run_id for run in instance.get_runs()]
@@ -83,7 +81,7 @@ def warehouse_content(data_dir: Path, api_url: str) -> dict[str, list[dict]]:
                 [table]).fetchall() if c not in skip]
             rows = con.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY ALL").fetchall()
             tables[table] = [{c: v.replace(api_url, "<API>") if isinstance(v, str) else v
-                              for c, v in zip(columns, row)} for row in rows]
+                              for c, v in zip(columns, row, strict=True)} for row in rows]
     return tables
 
 
@@ -171,7 +169,7 @@ def test_killed_backfills_then_rerun_equal_an_uninterrupted_run(fresh_emulator, 
 def _run_day(emu, data_dir: Path, **resource_overrides) -> dg.ExecuteInProcessResult:
     resources = {**resources_for(emu, data_dir), **resource_overrides}
     day = (emu.account.now().date() - timedelta(days=1)).isoformat()
-    return dg.materialize(definitions.partitioned_assets, resources=resources, raise_on_error=False,
+    return dg.materialize(definitions.load().assets, selection=LAKE_AND_WAREHOUSE, resources=resources, raise_on_error=False,
                           tags=range_tags(*(datetime.fromisoformat(day).date(),) * 2))
 
 

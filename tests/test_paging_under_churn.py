@@ -21,7 +21,7 @@ import requests
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.models import Page
 from audian_pipeline.client.paging import list_window
-from audian_pipeline.recordings import day_bounds
+from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.settings import DEMO_API_KEY
 
 H = {"X-Auth-Token": DEMO_API_KEY}

@@ -20,6 +20,7 @@ from typing import Iterator
 import requests
 
 from audian_pipeline.webhooks.server import REQUEST_RECEIPT_SECONDS
+
 from servers import free_port, wait_until_answers
 from test_webhooks_receiver import PATH, SECRET, event_body, headers
 

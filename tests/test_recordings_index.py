@@ -17,18 +17,17 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from audian_pipeline.assets.recordings import recordings
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.models import Page, RecordingSummary
 from audian_pipeline.client.paging import WindowPager, list_window
-from audian_pipeline.client.resource import AudianResource
+from audian_pipeline.defs.recordings import recordings
+from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.emulator.faults import FaultConfig
+from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import read_rows
-from audian_pipeline.lake.resource import LakeResource
-from audian_pipeline.recordings import day_bounds, sync_day
+from audian_pipeline.lake.tables import RECORDINGS
 from audian_pipeline.settings import DEMO_API_KEY
-
-from conftest import CLOCK
+from audian_pipeline.sync.recordings import sync_day
 
 BOOKKEEPING = ("first_seen_at", "last_seen_at", "detail_fetched_at")
 
@@ -63,7 +62,7 @@ def expected_rows(emu, day: date) -> dict[str, dict]:
 
 
 def stored(data_dir: Path, day: date, drop=BOOKKEEPING) -> dict[str, dict]:
-    return {r["recording_id"]: {k: v for k, v in r.items() if k not in drop} for r in read_rows(data_dir, "recordings", day)}
+    return {r["recording_id"]: {k: v for k, v in r.items() if k not in drop} for r in read_rows(data_dir, RECORDINGS, day)}
 
 
 def days_of(emu, back: int) -> list[date]:
@@ -81,12 +80,12 @@ def test_backfill_of_35_days_matches_the_emulator_row_for_row_and_rerun_is_free(
     meta = first.get_asset_materialization_events()[0].materialization.metadata
     assert meta["detail_calls"].value == sum(len(expected_rows(emu, d)) for d in days)
 
-    before = {d: read_rows(data_dir, "recordings", d) for d in days}
+    before = {d: read_rows(data_dir, RECORDINGS, d) for d in days}
     second = materialize_range(emu, data_dir, days[0], days[-1])
     meta2 = second.get_asset_materialization_events()[0].materialization.metadata
     assert meta2["detail_calls"].value == 0 and meta2["new_rows"].value == 0
     for day in days:
-        after = read_rows(data_dir, "recordings", day)
+        after = read_rows(data_dir, RECORDINGS, day)
         strip = lambda rows: [{k: v for k, v in r.items() if k != "last_seen_at"} for r in rows]  # noqa: E731
         assert strip(after) == strip(before[day])
     checks = {c.check_name: c.passed for c in second.get_asset_check_evaluations()}
@@ -125,7 +124,7 @@ def test_drift_while_paging_loses_and_repeats_nothing(fresh_emulator, data_dir):
     assert result.success
     assert emu.faults.snapshot()["injected"]["drift"] > 0
     for day in days:
-        lake = read_rows(data_dir, "recordings", day)
+        lake = read_rows(data_dir, RECORDINGS, day)
         ids = [r["recording_id"] for r in lake]
         assert len(ids) == len(set(ids))
         listed_throughout = before[day] & set(expected_rows(emu, day))
@@ -170,7 +169,7 @@ def test_a_day_past_retention_keeps_its_rows(fresh_emulator, data_dir):
         emu.account.clock.advance(31 * 86400)
         later = sync_day(client, data_dir, day)
     assert first.rows == later.rows == later.marked_deleted > 0
-    rows = read_rows(data_dir, "recordings", day)
+    rows = read_rows(data_dir, RECORDINGS, day)
     assert all(r["deleted_at"] is not None for r in rows)
     assert {r["recording_id"] for r in rows} == {r.recording_id for r in first.listing.recordings}
 
@@ -180,7 +179,7 @@ import sys
 from datetime import date
 from pathlib import Path
 from audian_pipeline.client.client import AudianClient
-from audian_pipeline.recordings import sync_day
+from audian_pipeline.sync.recordings import sync_day
 client = AudianClient(sys.argv[1], sys.argv[2])
 days = [date.fromisoformat(d) for d in sys.argv[4:]]
 while True:

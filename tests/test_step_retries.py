@@ -8,9 +8,8 @@ import dagster as dg
 import pytest
 import requests
 
-from audian_pipeline import definitions
-from audian_pipeline.client.resource import AudianResource
-from audian_pipeline.lake.resource import LakeResource
+from audian_pipeline.defs.recordings import recordings
+from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.runner import failure_messages, range_tags
 from audian_pipeline.settings import DEMO_API_KEY
 
@@ -27,7 +26,7 @@ def test_an_exhausted_request_is_retried_as_a_step_and_the_run_succeeds(fresh_em
                   headers={"X-Auth-Token": DEMO_API_KEY}, timeout=5).raise_for_status()
     today = emu.account.now().date()
     result = dg.materialize(
-        [definitions.recordings],
+        [recordings],
         resources={"audian": AudianResource(api_url=emu.api_url, api_key=DEMO_API_KEY, retries=1),
                    "lake": LakeResource(data_dir=str(tmp_path / "data"))},
         tags=range_tags(today - timedelta(days=2), today - timedelta(days=1)),
@@ -46,7 +45,7 @@ def test_an_exhausted_request_is_retried_as_a_step_and_the_run_succeeds(fresh_em
 def test_a_permanent_failure_is_not_retried(fresh_emulator, tmp_path):
     emu = fresh_emulator(seed=62, days=2, per_day=4)
     result = dg.materialize(
-        [definitions.recordings],
+        [recordings],
         resources={"audian": AudianResource(api_url=emu.api_url, api_key="sk_wrong_key_y"),
                    "lake": LakeResource(data_dir=str(tmp_path / "data"))},
         partition_key=(emu.account.now().date() - timedelta(days=1)).isoformat(),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -19,15 +18,16 @@ import dagster as dg
 import duckdb
 import pytest
 
-from audian_pipeline.assets.warehouse import report_assets, warehouse
+from audian_pipeline.defs.reports import report_assets
+from audian_pipeline.defs.resources import LakeResource, WarehouseResource
+from audian_pipeline.defs.warehouse import warehouse
+from audian_pipeline.lake import tables
 from audian_pipeline.lake.parquet import to_table, write_partition
 from audian_pipeline.lake.paths import partition_file, warehouse_path
-from audian_pipeline.lake.resource import LakeResource
-from audian_pipeline.lake.schemas import SCHEMAS
-from audian_pipeline.settings import Settings
+from audian_pipeline.lake.tables import TABLES as LAKE_TABLES
+from audian_pipeline.settings import Settings, show_phone_numbers_from_env
 from audian_pipeline.warehouse.load import TABLES, builds_dir, load_warehouse
-from audian_pipeline.warehouse.reports import read_report, print_report
-from audian_pipeline.warehouse.resource import WarehouseResource, show_phone_numbers_from_env
+from audian_pipeline.warehouse.reports import print_report, read_report
 
 UTC = timezone.utc
 AS_OF = datetime(2026, 10, 28, 12, 0, tzinfo=UTC)
@@ -164,7 +164,7 @@ def write_lake(data_dir: Path, days: list[date] = DAYS) -> None:
             by_day[day_fn(row)].append(row)
         for day in days:
             if by_day.get(day):
-                write_partition(data_dir, table, day, to_table(table, by_day[day]))
+                write_partition(data_dir, LAKE_TABLES[table], day, to_table(LAKE_TABLES[table], by_day[day]))
 
 
 def load(data_dir: Path, days=None, **options):
@@ -183,8 +183,8 @@ def counts(data_dir: Path) -> tuple:
                  + ", (SELECT count(*) FROM warehouse_partitions), (SELECT as_of FROM pipeline_settings)")[0]
 
 
-@pytest.fixture
-def lake(data_dir: Path) -> Path:
+@pytest.fixture(name="lake")
+def lake_fixture(data_dir: Path) -> Path:
     write_lake(data_dir)
     return data_dir
 
@@ -215,7 +215,7 @@ DUCKDB_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "int
 def test_empty_lake_gives_every_table_with_the_lake_schema_and_working_views(data_dir):
     result = load(data_dir, [D0])
     assert result.full_rebuild and result.rows_by_table == dict.fromkeys(TABLES, 0)
-    for table, schema in SCHEMAS.items():
+    for table, schema in ((t.name, t.schema) for t in LAKE_TABLES.values()):
         described = query(data_dir, "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
                                     "WHERE table_name = ? ORDER BY ordinal_position", [table])
         expected = [(f.name, DUCKDB_TYPES[str(f.type)], "YES" if f.nullable else "NO") for f in schema]
@@ -379,7 +379,7 @@ def test_reloading_a_day_replaces_exactly_its_rows(lake):
     # the day changes in the lake: one recording gone, one new; the other days stay as they were
     rows = [r for r in recording_rows() if day_of(r) == D1 and r["recording_id"] != "r06"]
     rows.append(dict(rows[0], recording_id="r99", created_at=at(D1, 12)))
-    write_partition(lake, "recordings", D1, to_table("recordings", rows))
+    write_partition(lake, tables.RECORDINGS, D1, to_table(tables.RECORDINGS, rows))
     load(lake, [D1])
     ids = {r[0] for r in query(lake, "SELECT recording_id FROM recordings WHERE partition_date = ?", [D1])}
     assert ids == {"r07", "r08", "r09", "r10", "r11", "r99"}
@@ -485,18 +485,18 @@ def _write_day_copy(data_dir: Path, day: date, rows: list[dict], n: int) -> None
         created = at(day, k % 24, k)
         picked.append(dict(r, recording_id=f"{r['recording_id']}_{day:%m%d}", call_id=f"{r['call_id']}_{day:%m%d}",
                            created_at=created, expires_at=created + timedelta(days=30), deleted_at=None))
-    write_partition(data_dir, "recordings", day, to_table("recordings", picked))
+    write_partition(data_dir, tables.RECORDINGS, day, to_table(tables.RECORDINGS, picked))
     calls = [{"call_id": r["call_id"], "from_number": "+15550000000", "to_number": "+15550000001",
               "direction": "inbound", "status": "completed", "started_at": r["created_at"], "duration": 1,
               "fetched_at": r["created_at"]} for r in picked[:-1]]
-    write_partition(data_dir, "calls", day, to_table("calls", calls))
+    write_partition(data_dir, tables.CALLS, day, to_table(tables.CALLS, calls))
     audio = [{"recording_id": r["recording_id"], "created_at": r["created_at"], "outcome": "verified", "attempts": 1}
              for r in picked[: 1 + n // 2]]
-    write_partition(data_dir, "recording_audio", day, to_table("recording_audio", audio))
+    write_partition(data_dir, tables.RECORDING_AUDIO, day, to_table(tables.RECORDING_AUDIO, audio))
     events = [{"webhook_id": f"msg_{r['recording_id']}_{j}", "event": "recording.failed", "recording_id": r["recording_id"],
                "call_id": r["call_id"], "occurred_at": r["created_at"], "received_at": r["created_at"], "payload": "{}"}
               for j, r in enumerate(picked[: 2 + n * 2])]
-    write_partition(data_dir, "recording_events", day, to_table("recording_events", events))
+    write_partition(data_dir, tables.RECORDING_EVENTS, day, to_table(tables.RECORDING_EVENTS, events))
 
 
 KILLED_LOADER = r"""

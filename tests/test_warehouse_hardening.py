@@ -18,7 +18,8 @@ import pytest
 
 from audian_pipeline.lake.paths import warehouse_path
 from audian_pipeline.warehouse.reports import REPORTS, read_report
-from test_warehouse import DAYS, RECORDINGS, counts, lake, load, write_lake  # noqa: F401 (lake: a fixture)
+
+from test_warehouse import DAYS, RECORDINGS, counts, lake_fixture, load, write_lake  # noqa: F401 (the `lake` fixture)
 
 ANALYST = r"""
 import json, sys, duckdb

@@ -26,6 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from audian_pipeline.client.models import RecordingEvent
 from audian_pipeline.webhooks.receiver import create_app
 from audian_pipeline.webhooks.store import EventStore
+
 from servers import free_port, serve_app, serve_subprocess
 
 SECRET = "whsec_" + base64.b64encode(b"receiver-test-secret-0123456789!").decode()

@@ -14,11 +14,7 @@ import contextlib
 import hashlib
 import os
 import threading
-import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from audian_pipeline.audio.audit import AuditLog
@@ -26,53 +22,19 @@ from audian_pipeline.audio.verify import Expected, Verification, verify
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.errors import AudianError, NotFound
 from audian_pipeline.lake.files import data_dir_error, fsync_path, publish, remove_stale_temporaries, temp_path_for
-from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.paths import (
     UnsafeIdentifier,
     archive_path,
     audio_dir,
     download_staging_dir,
-    events_db,
     quarantine_path,
 )
-from audian_pipeline.webhooks.store import EventStore
 
-TABLE = "recording_audio"
 HASH_CHUNK = 4 * 1024 * 1024
 
 
-@dataclass
-class ArchiveDay:
-    day: date
-    path: Path
-    rows: int
-    downloaded: int
-    bytes_downloaded: int
-    seconds_downloading: float
-    outcomes: dict[str, int]
-    oldest_unarchived: dict | None
-    at_risk: list[str] = field(default_factory=list)
-    """Completed recordings not verified and within 48 hours of Audian's deletion."""
-    unsafe_ids: list[str] = field(default_factory=list)
-    all_downloads_failed: bool = False
-    """The day has completed recordings still listed and every one of them ended download_failed."""
-
-    @property
-    def mb_per_second(self) -> float:
-        return self.bytes_downloaded / 1e6 / self.seconds_downloading if self.seconds_downloading else 0.0
-
-
-def load_checksums(data_dir: Path, recording_ids: list[str]) -> dict[str, str]:
-    """sha256 of each recording from its `recording.completed` webhook, where one arrived."""
-    path = events_db(data_dir)
-    if not path.exists() or not recording_ids:
-        return {}
-    with EventStore(path) as store:
-        return store.checksums(recording_ids)
-
-
 class Archiver:
-    """Archives one day's recordings; `client` and the audit log are shared across threads."""
+    """Archives recordings one at a time, from many threads: `client` and the audit log are shared."""
 
     def __init__(self, client: AudianClient, data_dir: Path, audit: AuditLog, now: datetime | None = None) -> None:
         self.client, self.data_dir, self.audit = client, data_dir, audit
@@ -81,32 +43,11 @@ class Archiver:
         """Bytes of each file this archiver downloaded (verified or not); appended from threads."""
         self._lock = threading.Lock()
 
-    def archive_day(self, day: date, concurrency: int = 4) -> ArchiveDay:
-        recordings = read_rows(self.data_dir, "recordings", day)
-        previous = {row["recording_id"]: row for row in read_rows(self.data_dir, TABLE, day)}
-        checksums = load_checksums(self.data_dir, [r["recording_id"] for r in recordings])
-        clean_stale_downloads(self.data_dir, day)
+    def take_downloads(self) -> list[int]:
+        """Bytes of each download since the last call (verified or not), and start counting anew."""
         with self._lock:
-            self._downloaded = []
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="download") as pool:
-            rows = list(pool.map(lambda r: self.archive_one(r, previous.get(r["recording_id"]),
-                                                             checksums.get(r["recording_id"])), recordings))
-        elapsed = time.perf_counter() - started
-        rows.sort(key=lambda r: (r["created_at"], r["recording_id"]), reverse=True)
-        path, _ = write_partition(self.data_dir, TABLE, day, to_table(TABLE, rows))
-        waiting = _unarchived(recordings, rows)
-        horizon = self.now + timedelta(hours=48)
-        oldest = min(waiting, key=lambda r: r["created_at"], default=None)
-        return ArchiveDay(
-            day=day, path=path, rows=len(rows), downloaded=len(self._downloaded),
-            bytes_downloaded=sum(self._downloaded), seconds_downloading=elapsed,
-            outcomes=dict(Counter(r["outcome"] for r in rows)),
-            oldest_unarchived={k: oldest[k] for k in ("recording_id", "created_at", "expires_at")} if oldest else None,
-            at_risk=[r["recording_id"] for r in waiting if r["expires_at"] <= horizon],
-            unsafe_ids=[r["recording_id"] for r in rows if r["outcome"] == "unsafe_id"],
-            all_downloads_failed=_all_downloads_failed(recordings, rows),
-        )
+            taken, self._downloaded = self._downloaded, []
+        return taken
 
     # ---- one recording -------------------------------------------------------------------------
     def archive_one(self, rec: dict, previous: dict | None, checksum: str | None) -> dict:
@@ -219,19 +160,6 @@ def _sha256_of(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _unarchived(recordings: list[dict], rows: list[dict]) -> list[dict]:
-    """Completed recordings Audian still lists that have no verified copy yet."""
-    verified = {r["recording_id"] for r in rows if r["outcome"] == "verified"}
-    return [r for r in recordings if r["status"] == "completed" and r.get("deleted_at") is None
-            and r["recording_id"] not in verified]
-
-
-def _all_downloads_failed(recordings: list[dict], rows: list[dict]) -> bool:
-    completed = {r["recording_id"] for r in recordings if r["status"] == "completed" and r.get("deleted_at") is None}
-    failed = {r["recording_id"] for r in rows if r["outcome"] == "download_failed"}
-    return bool(completed) and completed <= failed
 
 
 def clean_stale_downloads(data_dir: Path, day: date) -> int:

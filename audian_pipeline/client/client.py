@@ -19,9 +19,9 @@ import logging
 import re
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlencode, urlsplit
 
@@ -29,7 +29,6 @@ import urllib3
 from urllib3.util.retry import Retry
 
 from audian_pipeline import __version__
-
 from audian_pipeline.client import errors
 from audian_pipeline.client.models import Call, Page, Recording, format_timestamp, parse_timestamp
 from audian_pipeline.settings import check_api_key, check_api_url
@@ -279,7 +278,8 @@ def _parse(model, body: dict, what: str):
     try:
         return model.from_api(body)
     except errors.MalformedResponse as exc:
-        raise errors.MalformedResponse(f"{what}: Audian's answer breaks its API contract: {exc}. {BROKEN_CONTRACT}") from None
+        raise errors.MalformedResponse(
+            f"{what}: Audian's answer breaks its API contract: {exc}. {BROKEN_CONTRACT}") from None
 
 
 def fetch_each(
@@ -368,7 +368,8 @@ def _error_for(response: urllib3.BaseHTTPResponse, what: str, retries: int) -> e
             "recordings or raise the quota with Audian. Retrying does not help.", status
         )
     if status == 429:
-        return errors.RateLimited(f"{what}: still rate limited after {retries} retries; lower the concurrency or run later.", status)
+        return errors.RateLimited(
+            f"{what}: still rate limited after {retries} retries; lower the concurrency or run later.", status)
     if status == 400:
         return errors.InvalidRequest(f"{what}: Audian rejected the request (400 {code or 'invalid_request'}).", status)
     if status >= 500:

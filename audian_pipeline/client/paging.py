@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Protocol
 
 from audian_pipeline.client.models import Page, RecordingSummary
@@ -151,7 +152,7 @@ class WindowPager:
 
     def _check(self, page: Page) -> None:
         keys = [key(i) for i in page.items]
-        if any(a <= b for a, b in zip(keys, keys[1:])):
+        if any(a <= b for a, b in pairwise(keys)):
             raise _OrderBroken("the page is not in descending (created_at, recording_id) order")
         if any(i.created_at < self.start for i in page.items):
             raise _OrderBroken("the page holds recordings older than `since`")
@@ -235,7 +236,8 @@ class WindowPager:
                 self.result.recordings = sorted(seen.values(), key=key, reverse=True)
                 self.result.api_total = len(self.result.recordings)
                 return
-        raise PagingError(f"the recordings list kept changing during {attempts} full scans of {self._window()}; {QUIET}")
+        raise PagingError(
+            f"the recordings list kept changing during {attempts} full scans of {self._window()}; {QUIET}")
 
 
 def list_window(client: ListsRecordings, start: datetime, end: datetime, limit: int = 200) -> WindowListing:

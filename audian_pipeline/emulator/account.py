@@ -485,7 +485,9 @@ class Account:
             if rec.outcome == "completed":
                 rec.file_size = file_size(rec.spec)
 
-    def events_due(self, until: datetime, since: datetime | None = None) -> Iterable[tuple[datetime, str, RecordingRecord]]:
+    def events_due(
+        self, until: datetime, since: datetime | None = None
+    ) -> Iterable[tuple[datetime, str, RecordingRecord]]:
         """(time, event type, recording) for every webhook event in (since, until]."""
         for rec in self.recordings.values():
             if rec.stopped_by_api and rec.stopped_by_api > until:

@@ -82,7 +82,8 @@ class Emulator:
         if self.quota_bytes is None:
             return False
         now = self.account.now()
-        return sum(r.file_size for r in self.account.visible(now) if r.status_at(now) == "completed") >= self.quota_bytes
+        held = sum(r.file_size for r in self.account.visible(now) if r.status_at(now) == "completed")
+        return held >= self.quota_bytes
 
     # ---- signed storage URLs -------------------------------------------------------------
     def _signature(self, recording_id: str, expires: int, issue: str = "") -> str:
@@ -160,7 +161,8 @@ def api_app(emu: Emulator) -> Starlette:
             if (answer.status_code == 200 and isinstance(answer, JSONResponse) and request.url.path.startswith("/v2/")
                     and emu.faults.should("malformed", key)):
                 kind = emu.faults.config.malformed_kind
-                return _malformed(answer, kind or MALFORMED_KINDS[stable_hash(emu.account.seed, key) % len(MALFORMED_KINDS)])
+                return _malformed(answer,
+                                  kind or MALFORMED_KINDS[stable_hash(emu.account.seed, key) % len(MALFORMED_KINDS)])
             return answer
 
         return wrapped

@@ -506,7 +506,7 @@ def _index_opus_packets(pre_skip: int, spp: int, packets: tuple[bytes, ...]) -> 
     lacings = tuple(_lacing(len(p)) for p in packets)
     per_page = max(1, min(_OPUS_RATE // spp, 255 // max(map(len, lacings))))  # ~1 s, <= 255 segments
     payload, lace = [0], [0]
-    for packet, lacing in zip(packets, lacings):
+    for packet, lacing in zip(packets, lacings, strict=True):
         payload.append(payload[-1] + len(packet))
         lace.append(lace[-1] + len(lacing))
     return _OpusSeed(pre_skip, spp, packets, lacings, per_page, tuple(payload), tuple(lace))

@@ -101,7 +101,8 @@ class WebhookDelivery:
         self._session = requests.Session()
         self._rng = random.Random(stable_hash(account.seed, "delivery"))
         self._threads = [threading.Thread(target=self._scan_loop, daemon=True, name="webhook-scan")]
-        self._threads += [threading.Thread(target=self._send_loop, daemon=True, name=f"webhook-send-{i}") for i in range(workers)]
+        self._threads += [threading.Thread(target=self._send_loop, daemon=True, name=f"webhook-send-{i}")
+                          for i in range(workers)]
 
     def start(self) -> "WebhookDelivery":
         for thread in self._threads:

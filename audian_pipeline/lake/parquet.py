@@ -11,22 +11,22 @@ import pyarrow.parquet as pq
 
 from audian_pipeline.lake.files import atomic_writer, data_dir_error, remove_stale_temporaries
 from audian_pipeline.lake.paths import partition_file
-from audian_pipeline.lake.schemas import SCHEMAS
+from audian_pipeline.lake.tables import Table
 
 
-def to_table(table: str, rows: Iterable[Mapping]) -> pa.Table:
+def to_table(table: Table, rows: Iterable[Mapping]) -> pa.Table:
     """Rows (dicts) to an Arrow table of the table's declared schema; a wrong type fails here."""
-    schema = SCHEMAS[table]
+    schema = table.schema
     rows = list(rows)
     return pa.Table.from_pydict({f.name: [row.get(f.name) for row in rows] for f in schema}, schema=schema)
 
 
-def write_partition(data_dir: Path, table: str, day: date, data: pa.Table) -> tuple[Path, int]:
+def write_partition(data_dir: Path, table: Table, day: date, data: pa.Table) -> tuple[Path, int]:
     """Replace the day's partition atomically; returns (path, bytes written)."""
-    schema = SCHEMAS[table]
+    schema = table.schema
     if not data.schema.equals(schema, check_metadata=False):
         data = data.cast(schema)
-    target = partition_file(data_dir, table, day)
+    target = partition_file(data_dir, table.name, day)
     remove_stale_temporaries(target.parent)
     try:
         with atomic_writer(target) as handle:
@@ -36,16 +36,16 @@ def write_partition(data_dir: Path, table: str, day: date, data: pa.Table) -> tu
     return target, target.stat().st_size
 
 
-def read_partition(data_dir: Path, table: str, day: date) -> pa.Table | None:
+def read_partition(data_dir: Path, table: Table, day: date) -> pa.Table | None:
     """The stored partition, or None if the day was never written.
 
     Read with ParquetFile rather than pq.read_table: the latter goes through pyarrow.dataset,
     which imports pandas (+50 MiB, 0.15 s) for a file we wrote ourselves with this schema."""
-    path = partition_file(data_dir, table, day)
+    path = partition_file(data_dir, table.name, day)
     if not path.exists():
         return None
     stored = pq.ParquetFile(path).read()
-    schema = SCHEMAS[table]
+    schema = table.schema
     if stored.schema.equals(schema, check_metadata=False):
         return stored
     return pq.read_table(path, schema=schema)  # an older layout: let the dataset reader conform it
@@ -62,10 +62,10 @@ def _python_values(column: pa.ChunkedArray, kind: pa.DataType) -> list:
     return column.to_pylist()
 
 
-def read_rows(data_dir: Path, table: str, day: date) -> list[dict]:
+def read_rows(data_dir: Path, table: Table, day: date) -> list[dict]:
     stored = read_partition(data_dir, table, day)
     if stored is None:
         return []
     names = stored.schema.names
-    columns = [_python_values(column, field.type) for column, field in zip(stored.columns, stored.schema)]
-    return [dict(zip(names, values)) for values in zip(*columns)]
+    columns = [_python_values(column, field.type) for column, field in zip(stored.columns, stored.schema, strict=True)]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]

@@ -95,10 +95,3 @@ AUDIT = pa.schema(
         pa.field("run_id", pa.string()),
     ]
 )
-
-SCHEMAS = {
-    "recordings": RECORDINGS,
-    "calls": CALLS,
-    "recording_audio": RECORDING_AUDIO,
-    "recording_events": RECORDING_EVENTS,
-}

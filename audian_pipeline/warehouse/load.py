@@ -79,14 +79,14 @@ import duckdb
 
 from audian_pipeline.lake.files import TEMP_PREFIX, data_dir_error, fsync_path, publish, temp_path_for
 from audian_pipeline.lake.paths import PARTITION_FILE, partition_file, table_dir, warehouse_path
-from audian_pipeline.lake.schemas import SCHEMAS
+from audian_pipeline.lake.tables import CALLS, TABLES as LAKE_TABLES
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 """sql/: tables/*.sql (DDL, run in name order) and reports/*.sql. Reached through the package
 (audian_pipeline/sql links to the top-level folder), so an installed wheel, which ships the
 files as package data, finds them as the checkout does."""
 
-TABLES = tuple(SCHEMAS)
+TABLES = tuple(LAKE_TABLES)
 """The lake tables the warehouse holds, each with a partition_date column added."""
 
 LOCK_NAME = ".warehouse.lock"
@@ -335,7 +335,7 @@ def _disk_errno(exc: duckdb.Error) -> int | None:
 def _select(table: str, show_phone_numbers: bool, *, hive: bool = False) -> str:
     """The lake columns as stored: `*`, without the hive `date` column, phone numbers masked."""
     star = "SELECT * EXCLUDE (date)" if hive else "SELECT *"
-    if table == "calls" and not show_phone_numbers:
+    if table == CALLS.name and not show_phone_numbers:
         star += " REPLACE (mask_phone(from_number) AS from_number, mask_phone(to_number) AS to_number)"
     return star
 

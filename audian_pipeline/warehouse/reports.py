@@ -54,7 +54,7 @@ class Report:
     as_of: datetime | None
 
     def records(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, row)) for row in self.rows]
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
 def view_name(name: str) -> str:
@@ -168,7 +168,7 @@ def human_bytes(value: float) -> str:
 
 def text_table(report: Report) -> str:
     """An aligned plain-text table: numbers right, text left; bytes in KiB/MiB/GiB."""
-    cells = [[format_value(v, c) for v, c in zip(row, report.columns)] for row in report.rows]
+    cells = [[format_value(v, c) for v, c in zip(row, report.columns, strict=True)] for row in report.rows]
     numeric = [
         all(is_missing(row[i]) or isinstance(row[i], (int, float, Decimal)) for row in report.rows)
         for i in range(len(report.columns))
@@ -176,7 +176,8 @@ def text_table(report: Report) -> str:
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(report.columns)]
 
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        columns = zip(values, widths, numeric, strict=True)
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in columns).rstrip()
 
     out = [line(report.columns), line(["-" * w for w in widths])]
     out += [line(r) for r in cells] or ["(no rows)"]
@@ -214,7 +215,8 @@ def chart_markdown(report: Report) -> str:
             entry = per_day.setdefault(r["day"], [0, 0])
             entry[0] += r["recordings"]
             entry[1] += r["total_duration_s"] or 0
-        items = [(d.isoformat(), s / 3600, f"{n:,} recordings, {s / 3600:,.1f} h") for d, (n, s) in sorted(per_day.items())]
+        items = [(d.isoformat(), s / 3600, f"{n:,} recordings, {s / 3600:,.1f} h")
+                 for d, (n, s) in sorted(per_day.items())]
         return bar_chart("Recorded hours per day", items)
     if report.view == "report_failure_reasons":
         per_reason: dict[str, int] = {}
@@ -226,13 +228,15 @@ def chart_markdown(report: Report) -> str:
                  for reason, n in sorted(per_reason.items(), key=lambda kv: (-kv[1], kv[0]))]
         return bar_chart("Failed recordings by reason, all days", items)
     if report.view == "report_storage_quota":
-        items = [(r["day"].isoformat(), r["bytes_held"], f"{human_bytes(r['bytes_held'])} ({float(r['pct_of_quota']):.1f}%)")
+        items = [(r["day"].isoformat(), r["bytes_held"],
+                  f"{human_bytes(r['bytes_held'])} ({float(r['pct_of_quota']):.1f}%)")
                  for r in rows]
         summary = ""
         if rows:
             now = rows[-1]
             rate = now["recent_daily_growth_bytes"]
-            when = (f"projected to reach the quota on **{now['projected_full_on']}** ({float(now['days_until_full']):,.1f} days)"
+            when = (f"projected to reach the quota on **{now['projected_full_on']}** "
+                    f"({float(now['days_until_full']):,.1f} days)"
                     if now["projected_full_on"] else "not projected to reach the quota at this rate")
             summary = (f"Held at Audian now: **{human_bytes(now['bytes_held'])}** of {human_bytes(now['quota_bytes'])} "
                        f"({float(now['pct_of_quota']):.2f}%); recent growth {human_bytes(rate)}/day; {when}.\n\n")

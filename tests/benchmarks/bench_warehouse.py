@@ -29,7 +29,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from audian_pipeline.lake.parquet import write_partition  # noqa: E402
 from audian_pipeline.lake.paths import warehouse_path  # noqa: E402
-from audian_pipeline.lake.schemas import SCHEMAS  # noqa: E402
+from audian_pipeline.lake.tables import TABLES  # noqa: E402
 from audian_pipeline.warehouse.load import load_warehouse  # noqa: E402
 from audian_pipeline.warehouse.reports import REPORTS, read_report  # noqa: E402
 
@@ -64,10 +64,10 @@ def synthetic_day(day: date, per_day: int, rng: np.random.Generator, now: dateti
         "duration": duration, "file_size": file_size, "created_at": _ts(created), "file_format": fmt,
         "bitrate": np.where(fmt == "mp3", 64, np.where(fmt == "opus", 32, 256)).astype("int32"),
         "sample_rate": np.where(fmt == "opus", 48000, 8000).astype("int32"), "channels": channels,
-        "completed_at": pa.array(np.where(failed, None, completed).tolist(), type=pa.int64()).cast(SCHEMAS["recordings"].field("completed_at").type),
+        "completed_at": pa.array(np.where(failed, None, completed).tolist(), type=pa.int64()).cast(TABLES["recordings"].schema.field("completed_at").type),
         "expires_at": _ts(expires), "first_seen_at": _ts(created + 120_000_000),
         "last_seen_at": _ts(np.full(n, now_us)), "detail_fetched_at": _ts(created + 120_000_000),
-        "deleted_at": pa.array(np.where(deleted < 0, None, deleted).tolist(), type=pa.int64()).cast(SCHEMAS["recordings"].field("deleted_at").type),
+        "deleted_at": pa.array(np.where(deleted < 0, None, deleted).tolist(), type=pa.int64()).cast(TABLES["recordings"].schema.field("deleted_at").type),
     })
     numbers = rng.integers(2_000_000, 9_999_999, (n, 2))
     calls = pa.table({
@@ -85,13 +85,13 @@ def synthetic_day(day: date, per_day: int, rng: np.random.Generator, now: dateti
     audio = pa.table({
         "recording_id": ids[ok], "created_at": _ts(created[ok]), "outcome": outcome,
         "reason": np.where(verified, None, outcome).tolist(),
-        "path": [f"audio/{day:%Y/%m/%d}/{i}.{f}" for i, f in zip(ids[ok], fmt[ok])],
+        "path": [f"audio/{day:%Y/%m/%d}/{i}.{f}" for i, f in zip(ids[ok], fmt[ok], strict=True)],
         "bytes": file_size[ok], "expected_bytes": file_size[ok], "sha256": np.full(m, "0" * 64),
         "expected_sha256": np.full(m, "0" * 64), "declared_format": fmt[ok], "probed_format": fmt[ok],
         "probed_duration": duration[ok].astype("float64"), "probed_sample_rate": np.full(m, 8000, dtype="int32"),
         "probed_channels": channels[ok], "attempts": np.ones(m, dtype="int32"),
         "first_attempt_at": _ts(completed[ok] + 60_000_000), "last_attempt_at": _ts(completed[ok] + 60_000_000),
-        "verified_at": pa.array(np.where(verified, completed[ok] + 61_000_000, None).tolist(), type=pa.int64()).cast(SCHEMAS["recording_audio"].field("verified_at").type),
+        "verified_at": pa.array(np.where(verified, completed[ok] + 61_000_000, None).tolist(), type=pa.int64()).cast(TABLES["recording_audio"].schema.field("verified_at").type),
     })
     event = np.where(failed, "recording.failed", "recording.completed")
     events = pa.table({
@@ -110,10 +110,10 @@ def write_synthetic_lake(data_dir: Path, days: list[date], per_day: int, seed: i
     """Write the days' partitions of all four tables; returns rows written per table."""
     rng = np.random.default_rng(seed)
     now = now or datetime.combine(max(days) + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
-    totals = dict.fromkeys(SCHEMAS, 0)
+    totals = dict.fromkeys(TABLES, 0)
     for day in days:
         for table, data in synthetic_day(day, per_day, rng, now).items():
-            write_partition(data_dir, table, day, data.cast(SCHEMAS[table]))
+            write_partition(data_dir, TABLES[table], day, data.cast(TABLES[table].schema))
             totals[table] += data.num_rows
     return totals
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import hashlib
 import json
 import math
@@ -56,14 +57,17 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # so that `python tests/benchmarks/run.py` imports the checkout
 
-from audian_pipeline.audio.archive import TABLE as ARCHIVE_TABLE, Archiver  # noqa: E402
-from audian_pipeline.audio.audit import AuditLog, audit_path  # noqa: E402
-from audian_pipeline.client.client import DOWNLOAD_CHUNK, AudianClient  # noqa: E402
-from audian_pipeline.client.models import format_timestamp  # noqa: E402
-from audian_pipeline.lake.parquet import read_rows  # noqa: E402
-from audian_pipeline.lake.paths import audio_dir, events_db, table_dir  # noqa: E402
-from audian_pipeline.recordings import day_bounds, sync_day  # noqa: E402
-from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET  # noqa: E402
+from audian_pipeline.audio.archive import Archiver
+from audian_pipeline.audio.audit import AuditLog, audit_path
+from audian_pipeline.client.client import DOWNLOAD_CHUNK, AudianClient
+from audian_pipeline.client.models import format_timestamp
+from audian_pipeline.lake.days import day_bounds
+from audian_pipeline.lake.parquet import read_rows
+from audian_pipeline.lake.paths import audio_dir, events_db, table_dir
+from audian_pipeline.lake.tables import RECORDINGS
+from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
+from audian_pipeline.sync.recording_audio import TABLE as ARCHIVE_TABLE, archive_day
+from audian_pipeline.sync.recordings import sync_day
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLOCK = "2026-11-20T15:30:00Z"
@@ -685,11 +689,12 @@ def bench_recordings_index(bench: Bench) -> Section:
         baseline, loop_m = measured(loop)
         client = bench.client()
         try:
+            sync = functools.partial(sync_day, client, data_dir, bench.day, concurrency=16, list_limit=LIST_LIMIT)
             before = Counter(client.stats)
-            cold, cold_m = measured(lambda: sync_day(client, data_dir, bench.day, concurrency=16, list_limit=LIST_LIMIT))
+            cold, cold_m = measured(sync)
             cold_stats = counter_delta(client.stats, before)
             before = Counter(client.stats)
-            warm, warm_m = measured(lambda: sync_day(client, data_dir, bench.day, concurrency=16, list_limit=LIST_LIMIT))
+            warm, warm_m = measured(sync)
             warm_stats = counter_delta(client.stats, before)
         finally:
             client.close()
@@ -809,14 +814,15 @@ def peak():  # VmHWM: this process's own peak (ru_maxrss would carry the parent'
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
 
-from audian_pipeline.audio.archive import Archiver, load_checksums
+from audian_pipeline.audio.archive import Archiver
+from audian_pipeline.sync.recording_audio import load_checksums
 from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.lake.parquet import read_rows
 
 api_url, data_dir, day, rid = sys.argv[1], Path(sys.argv[2]), date.fromisoformat(sys.argv[3]), sys.argv[4]
 steps = {"imports": peak()}
-rec = next(r for r in read_rows(data_dir, "recordings", day) if r["recording_id"] == rid)
+rec = next(r for r in read_rows(data_dir, RECORDINGS, day) if r["recording_id"] == rid)
 steps["read the day's recordings partition"] = peak()
 checksum = load_checksums(data_dir, [rid]).get(rid)
 client = AudianClient(api_url, os.environ["AUDIAN_API_KEY"])
@@ -926,7 +932,7 @@ def _requests_download(api_session: requests.Session, storage_session: requests.
 
 def _empty_archive(data_dir: Path) -> None:
     """Everything the archive writes, removed: the recordings partition and the webhook events stay."""
-    for path in (audio_dir(data_dir), data_dir / "quarantine", table_dir(data_dir, ARCHIVE_TABLE), audit_path(data_dir).parent):
+    for path in (audio_dir(data_dir), data_dir / "quarantine", table_dir(data_dir, ARCHIVE_TABLE.name), audit_path(data_dir).parent):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -967,7 +973,7 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
     day, api = bench.day, emulator.api_url
     with Timer() as sync_timer:
         synced = sync_day(client, data_dir, day, concurrency=16, list_limit=LIST_LIMIT)
-    recordings = read_rows(data_dir, "recordings", day)
+    recordings = read_rows(data_dir, RECORDINGS, day)
     completed = [r for r in recordings if r["status"] == "completed" and r["deleted_at"] is None]
     files = [(r["recording_id"], r["file_format"], r["file_size"]) for r in completed]
     total = sum(size for _, _, size in files)
@@ -996,7 +1002,7 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
         before = Counter(client.stats)
         emulator_cpu = process_cpu(emulator.pid)
         with Timer() as timer:
-            result = archiver.archive_day(day, concurrency=ARCHIVE_CONCURRENCY)
+            result = archive_day(archiver, day, concurrency=ARCHIVE_CONCURRENCY)
         emulator_cpu = process_cpu(emulator.pid) - emulator_cpu
         manifest = {r["recording_id"]: r for r in read_rows(data_dir, ARCHIVE_TABLE, day)}
         wrong = sum(1 for rid, _, _ in files

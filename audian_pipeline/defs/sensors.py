@@ -11,9 +11,9 @@ from typing import Iterable
 import dagster as dg
 import pyarrow.dataset as ds
 
-from audian_pipeline.assets.partitions import daily_partitions
+from audian_pipeline.defs.partitions import daily_partitions
+from audian_pipeline.defs.resources import LakeResource
 from audian_pipeline.lake.paths import PARTITION_FILE, events_db, table_dir
-from audian_pipeline.lake.resource import LakeResource
 from audian_pipeline.lake.schemas import RECORDINGS
 from audian_pipeline.settings import RETENTION_DAYS
 from audian_pipeline.webhooks.store import EventStore, StoredEvent
@@ -47,7 +47,8 @@ def created_days(data_dir: Path, recording_ids: Iterable[str]) -> dict[str, date
     found = dataset.to_table(columns=["recording_id", "created_at"], filter=ds.field("recording_id").isin(wanted))
     return {
         rid: created.astimezone(timezone.utc).date()
-        for rid, created in zip(found.column("recording_id").to_pylist(), found.column("created_at").to_pylist())
+        for rid, created in zip(found.column("recording_id").to_pylist(), found.column("created_at").to_pylist(),
+                                strict=True)
     }
 
 
@@ -112,7 +113,9 @@ def newest_event_day(store: EventStore) -> date:
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Runs audio_archive_job for the days of newly received recording.completed webhooks.",
 )
-def recording_completed_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
+def recording_completed_sensor(
+    context: dg.SensorEvaluationContext, lake: LakeResource
+) -> dg.SensorResult | dg.SkipReason:
     """Each stored `recording.completed` event asks for its recording's day once.
 
     The cursor is the events store's `seq`, which never skips a committed row, so an event is

@@ -4,12 +4,12 @@ from collections import Counter
 
 import dagster as dg
 
-from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
-from audian_pipeline.assets.checks import unique_key_check
-from audian_pipeline.client.resource import AudianResource, api_step_retry, retried_only_if_transient
+from audian_pipeline.defs.checks import lake_freshness, unique_key_check, unique_key_spec
+from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.defs.resources import AudianResource, LakeResource
+from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
 from audian_pipeline.lake.paths import table_dir
-from audian_pipeline.lake.resource import LakeResource
-from audian_pipeline.recordings import DaySync, sync_day
+from audian_pipeline.sync.recordings import TABLE, DaySync, sync_day
 
 MATCHES_API = "rows_match_api_count"
 UNIQUE_IDS = "unique_recording_id"
@@ -19,6 +19,7 @@ UNIQUE_IDS = "unique_recording_id"
     partitions_def=daily_partitions,
     backfill_policy=backfill_policy,
     group_name="lake",
+    freshness_policy=lake_freshness,
     kinds={"parquet", "python"},
     pool="audian_api",
     retry_policy=api_step_retry,
@@ -28,9 +29,10 @@ UNIQUE_IDS = "unique_recording_id"
         "and last seen. Rows Audian stops listing are kept with deleted_at set."
     ),
     check_specs=[
-        dg.AssetCheckSpec(MATCHES_API, asset="recordings",
-                          description="Each day's listed rows equal Audian's own count of that day while it was paged."),
-        dg.AssetCheckSpec(UNIQUE_IDS, asset="recordings", description="No recording_id appears twice in a day."),
+        dg.AssetCheckSpec(
+            MATCHES_API, asset=TABLE.name,
+            description="Each day's listed rows equal Audian's own count of that day while it was paged."),
+        unique_key_spec(TABLE, UNIQUE_IDS),
     ],
 )
 @retried_only_if_transient
@@ -68,7 +70,7 @@ def _metadata(synced: list[DaySync], requests: Counter, lake: LakeResource) -> d
         "detail_calls": sum(r.detail_calls for r in synced),
         "paging_corrections": sum(r.listing.corrections for r in synced),
         "bytes_written": dg.MetadataValue.int(sum(r.bytes_written for r in synced)),
-        "path": dg.MetadataValue.path(str(synced[0].path if len(synced) == 1 else table_dir(lake.path, "recordings"))),
+        "path": dg.MetadataValue.path(str(synced[0].path if len(synced) == 1 else table_dir(lake.path, TABLE.name))),
     }
     if len(synced) > 1:
         meta["per_day"] = dg.MetadataValue.md(_per_day_table(synced))
@@ -76,9 +78,11 @@ def _metadata(synced: list[DaySync], requests: Counter, lake: LakeResource) -> d
 
 
 def _per_day_table(synced: list[DaySync]) -> str:
-    lines = ["| day | rows | new | changed | deleted | list calls | detail calls |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| day | rows | new | changed | deleted | list calls | detail calls |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in synced:
-        lines.append(f"| {r.day} | {r.rows} | {r.new} | {r.changed} | {r.marked_deleted} | {r.list_calls} | {r.detail_calls} |")
+        lines.append(f"| {r.day} | {r.rows} | {r.new} | {r.changed} | {r.marked_deleted} "
+                     f"| {r.list_calls} | {r.detail_calls} |")
     return "\n".join(lines)
 
 
@@ -103,4 +107,4 @@ def _check_api_counts(synced: list[DaySync]) -> dg.AssetCheckResult:
 
 
 def _check_unique(synced: list[DaySync], lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_key_check(lake.path, "recordings", "recording_id", [r.day for r in synced], UNIQUE_IDS)
+    return unique_key_check(lake.path, TABLE, [r.day for r in synced], UNIQUE_IDS)

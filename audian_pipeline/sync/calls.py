@@ -22,10 +22,11 @@ from audian_pipeline.client.client import AudianClient, fetch_each
 from audian_pipeline.client.errors import NotFound
 from audian_pipeline.client.models import Call, MalformedResponse
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
+from audian_pipeline.lake.tables import CALLS, RECORDINGS
 
 log = logging.getLogger(__name__)
 
-TABLE = "calls"
+TABLE = CALLS
 FINAL_RECORDING_STATUSES = frozenset({"completed", "failed"})
 
 
@@ -95,7 +96,7 @@ def sync_calls_day(
     """Add the day's missing calls to its `calls` partition, rewritten whole and atomically."""
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     rows = {row["call_id"]: row for row in read_rows(data_dir, TABLE, day)}
-    ready, deferred = calls_to_fetch(read_rows(data_dir, "recordings", day), set(rows))
+    ready, deferred = calls_to_fetch(read_rows(data_dir, RECORDINGS, day), set(rows))
     # A 404 or a refused answer (an in-progress call) is kept in place of the call, so one bad
     # call does not cost the others; any other error (401, Audian down) fails the run.
     answers = fetch_each(client.get_call, ready, concurrency, tolerate=(NotFound, MalformedResponse))

@@ -5,13 +5,17 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
-from audian_pipeline.audio.archive import ArchiveDay, Archiver
+from audian_pipeline.audio.archive import Archiver
 from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.audio.verify import OUTCOMES
-from audian_pipeline.client.resource import AudianResource, api_step_retry, retried_only_if_transient
+from audian_pipeline.defs.checks import lake_freshness
+from audian_pipeline.defs.external import webhook_events
+from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.defs.resources import AudianResource, LakeResource
+from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
 from audian_pipeline.lake.paths import table_dir
-from audian_pipeline.lake.resource import LakeResource
+from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDINGS
+from audian_pipeline.sync.recording_audio import ArchiveDay, archive_day
 
 AT_RISK = "no_unverified_recording_near_expiry"
 UNSAFE_IDS = "no_unsafe_recording_ids"
@@ -21,8 +25,9 @@ DOWNLOADS = "downloads_succeed"
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=backfill_policy,
-    deps=["recordings"],
+    deps=[RECORDINGS.name, webhook_events],
     group_name="lake",
+    freshness_policy=lake_freshness,
     kinds={"parquet", "python"},
     pool="audian_api",
     retry_policy=api_step_retry,
@@ -34,29 +39,31 @@ DOWNLOADS = "downloads_succeed"
     ),
     check_specs=[
         dg.AssetCheckSpec(
-            AT_RISK, asset="recording_audio",
+            AT_RISK, asset=RECORDING_AUDIO.name,
             description="Fails when a completed recording is unverified within 48 hours of Audian deleting it.",
         ),
         dg.AssetCheckSpec(
-            UNSAFE_IDS, asset="recording_audio",
+            UNSAFE_IDS, asset=RECORDING_AUDIO.name,
             description="Fails when Audian gave recording IDs that cannot be file names: they are kept in the "
                         "manifest as unsafe_id, never downloaded, and need reporting to Audian.",
         ),
         dg.AssetCheckSpec(
-            DOWNLOADS, asset="recording_audio",
+            DOWNLOADS, asset=RECORDING_AUDIO.name,
             description="Fails when every completed recording of a day failed to download (storage host "
                         "down, URLs refused): the run itself succeeds, so this is where it shows.",
         ),
     ],
 )
 @retried_only_if_transient
-def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
+def recording_audio(
+    context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource
+) -> dg.MaterializeResult:
     client = audian.get_client()
     before = Counter(client.stats)
     archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run.run_id))
     days: list[ArchiveDay] = []
     for day in partition_days(context):
-        result = archiver.archive_day(day, concurrency=audian.download_concurrency)
+        result = archive_day(archiver, day, concurrency=audian.download_concurrency)
         context.log.info("recording_audio %s: %s; %d downloaded, %.1f MB at %.1f MB/s", day, result.outcomes,
                          result.downloaded, result.bytes_downloaded / 1e6, result.mb_per_second)
         days.append(result)
@@ -68,7 +75,8 @@ def recording_audio(context: dg.AssetExecutionContext, audian: AudianResource, l
             dg.AssetCheckResult(
                 check_name=AT_RISK, passed=not at_risk,
                 metadata={"at_risk": len(at_risk), "recording_ids": dg.MetadataValue.json(at_risk[:50])},
-                description=f"{len(at_risk)} completed recording(s) unverified within 48 h of deletion" if at_risk else None,
+                description=(f"{len(at_risk)} completed recording(s) unverified within 48 h of deletion"
+                             if at_risk else None),
             ),
             _unsafe_ids_check(days),
             _downloads_check(days),
@@ -116,7 +124,8 @@ def _metadata(days: list[ArchiveDay], requests: Counter, lake: LakeResource) -> 
         outcomes.update(d.outcomes)
     seconds = sum(d.seconds_downloading for d in days)
     downloaded = sum(d.bytes_downloaded for d in days)
-    oldest = min((d.oldest_unarchived for d in days if d.oldest_unarchived), key=lambda o: o["created_at"], default=None)
+    oldest = min((d.oldest_unarchived for d in days if d.oldest_unarchived),
+                 key=lambda o: o["created_at"], default=None)
     meta = {
         "rows": sum(d.rows for d in days),
         "files_downloaded": sum(d.downloaded for d in days),
@@ -124,7 +133,8 @@ def _metadata(days: list[ArchiveDay], requests: Counter, lake: LakeResource) -> 
         "mb_per_second": dg.MetadataValue.float(round(downloaded / 1e6 / seconds, 2) if seconds else 0.0),
         "outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
         "api_requests": dg.MetadataValue.json(dict(sorted(requests.items()))),
-        "path": dg.MetadataValue.path(str(days[0].path if len(days) == 1 else table_dir(lake.path, "recording_audio"))),
+        "path": dg.MetadataValue.path(
+            str(days[0].path if len(days) == 1 else table_dir(lake.path, RECORDING_AUDIO.name))),
     }
     if oldest:
         left = oldest["expires_at"] - datetime.now(timezone.utc)

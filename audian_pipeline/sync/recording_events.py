@@ -14,12 +14,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Iterable
 
+from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import to_table, write_partition
 from audian_pipeline.lake.paths import events_db
-from audian_pipeline.recordings import day_bounds
+from audian_pipeline.lake.tables import RECORDING_EVENTS
 from audian_pipeline.webhooks.store import EventStore, StoredEvent
 
-TABLE = "recording_events"
+TABLE = RECORDING_EVENTS
 
 
 @dataclass

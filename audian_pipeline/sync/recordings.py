@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from audian_pipeline.client.client import AudianClient, fetch_each
 from audian_pipeline.client.errors import InvalidRequest, NotFound
 from audian_pipeline.client.models import Recording, RecordingSummary
 from audian_pipeline.client.paging import WindowListing, list_window
+from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
+from audian_pipeline.lake.tables import RECORDINGS
 from audian_pipeline.settings import RETENTION_DAYS
 
-TABLE = "recordings"
+TABLE = RECORDINGS
 LISTED_FIELDS = ("recording_id", "call_id", "duration", "file_size", "status", "created_at")
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time.min, tzinfo=timezone.utc)
-    return start, start + timedelta(days=1)
 
 
 @dataclass
@@ -82,7 +79,8 @@ def sync_day(
     stored = {row["recording_id"]: row for row in read_rows(data_dir, TABLE, day)}
     listing = list_window(client, start, end, list_limit)
 
-    stale = [s for s in listing.recordings if s.recording_id not in stored or _listed(stored[s.recording_id]) != s.listed_fields()]
+    stale = [s for s in listing.recordings
+             if s.recording_id not in stored or _listed(stored[s.recording_id]) != s.listed_fields()]
     # NotFound: deleted between the list and the detail call. InvalidRequest: an ID the client
     # will not put in a URL; the row keeps the listed fields and the archive calls it unsafe_id.
     details = fetch_each(client.get_recording, [r.recording_id for r in stale], concurrency,

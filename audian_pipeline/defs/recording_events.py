@@ -9,11 +9,12 @@ from collections import Counter
 
 import dagster as dg
 
-from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
-from audian_pipeline.assets.checks import unique_key_check
+from audian_pipeline.defs.checks import lake_freshness, unique_key_check, unique_key_spec
+from audian_pipeline.defs.external import webhook_events
+from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.defs.resources import LakeResource
 from audian_pipeline.lake.paths import events_db, table_dir
-from audian_pipeline.lake.resource import LakeResource
-from audian_pipeline.webhooks.events_lake import TABLE, EventsDay, write_events_day
+from audian_pipeline.sync.recording_events import TABLE, EventsDay, write_events_day
 
 UNIQUE_WEBHOOK_IDS = "one_row_per_webhook_id"
 
@@ -21,7 +22,9 @@ UNIQUE_WEBHOOK_IDS = "one_row_per_webhook_id"
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=backfill_policy,
+    deps=[webhook_events],
     group_name="lake",
+    freshness_policy=lake_freshness,
     kinds={"parquet"},
     description=(
         "Every webhook event Audian delivered (recording.started, stopped, completed, failed), "
@@ -29,8 +32,7 @@ UNIQUE_WEBHOOK_IDS = "one_row_per_webhook_id"
         "happened (occurred_at). The only table with the file checksum and the failure reason."
     ),
     check_specs=[
-        dg.AssetCheckSpec(UNIQUE_WEBHOOK_IDS, asset=TABLE,
-                          description="No webhook_id appears twice in a day: retries and duplicates land once."),
+        unique_key_spec(TABLE, UNIQUE_WEBHOOK_IDS),
     ],
 )
 def recording_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
@@ -52,7 +54,7 @@ def _metadata(written: list[EventsDay], lake: LakeResource) -> dict:
     for result in written:
         by_event.update(result.rows_by_event)
     latest = max((r.latest_received_at for r in written if r.latest_received_at), default=None)
-    path = written[0].path if len(written) == 1 else table_dir(lake.path, TABLE)
+    path = written[0].path if len(written) == 1 else table_dir(lake.path, TABLE.name)
     meta = {
         "days": len(written),
         "rows": dg.MetadataValue.int(sum(r.rows for r in written)),
@@ -69,4 +71,4 @@ def _metadata(written: list[EventsDay], lake: LakeResource) -> dict:
 
 
 def _check_unique(written: list[EventsDay], lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_key_check(lake.path, TABLE, "webhook_id", [r.day for r in written], UNIQUE_WEBHOOK_IDS)
+    return unique_key_check(lake.path, TABLE, [r.day for r in written], UNIQUE_WEBHOOK_IDS)

@@ -4,12 +4,13 @@ from collections import Counter
 
 import dagster as dg
 
-from audian_pipeline.assets.partitions import backfill_policy, daily_partitions, partition_days
-from audian_pipeline.assets.checks import unique_key_check
-from audian_pipeline.calls import TABLE, CallsDay, sync_calls_day
-from audian_pipeline.client.resource import AudianResource, api_step_retry, retried_only_if_transient
+from audian_pipeline.defs.checks import lake_freshness, unique_key_check, unique_key_spec
+from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
+from audian_pipeline.defs.resources import AudianResource, LakeResource
+from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
 from audian_pipeline.lake.paths import table_dir
-from audian_pipeline.lake.resource import LakeResource
+from audian_pipeline.lake.tables import RECORDINGS
+from audian_pipeline.sync.calls import TABLE, CallsDay, sync_calls_day
 
 UNIQUE_CALL_IDS = "unique_call_id"
 
@@ -17,8 +18,9 @@ UNIQUE_CALL_IDS = "unique_call_id"
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=backfill_policy,
-    deps=["recordings"],
+    deps=[RECORDINGS.name],
     group_name="lake",
+    freshness_policy=lake_freshness,
     kinds={"parquet", "python"},
     pool="audian_api",
     retry_policy=api_step_retry,
@@ -28,7 +30,7 @@ UNIQUE_CALL_IDS = "unique_call_id"
         "are not final yet are left for a later run; calls Audian no longer has are skipped."
     ),
     check_specs=[
-        dg.AssetCheckSpec(UNIQUE_CALL_IDS, asset=TABLE, description="No call_id appears twice in a day."),
+        unique_key_spec(TABLE, UNIQUE_CALL_IDS),
     ],
 )
 @retried_only_if_transient
@@ -52,7 +54,7 @@ def calls(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeR
 
 def _metadata(synced: list[CallsDay], requests: Counter, lake: LakeResource) -> dict:
     unreadable = {cid: why for r in synced for cid, why in r.unreadable.items()}
-    path = synced[0].path if len(synced) == 1 else table_dir(lake.path, TABLE)
+    path = synced[0].path if len(synced) == 1 else table_dir(lake.path, TABLE.name)
     return {
         "days": len(synced),
         "rows": dg.MetadataValue.int(sum(r.rows for r in synced)),
@@ -68,4 +70,4 @@ def _metadata(synced: list[CallsDay], requests: Counter, lake: LakeResource) -> 
 
 
 def _check_unique(synced: list[CallsDay], lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_key_check(lake.path, TABLE, "call_id", [r.day for r in synced], UNIQUE_CALL_IDS)
+    return unique_key_check(lake.path, TABLE, [r.day for r in synced], UNIQUE_CALL_IDS)

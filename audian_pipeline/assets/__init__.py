@@ -1,1 +1,0 @@
-"""Dagster assets, one module per lake table, plus the shared partitions."""

@@ -1,0 +1,149 @@
+"""The resources every asset, check and sensor uses, and their one binding.
+
+Each field that comes from the environment is left unset here and read from its variable when
+a run (or sensor tick) starts, in the process that runs it, then validated in
+`setup_for_execution` with a message that names the setting and the fix. So importing the
+definitions never fails on a bad setting, a variable set only where runs launch counts, and no
+value (the API key least of all) is frozen at import or shown in the UI. Tests and deployments
+that prefer explicit values pass them, or `dg.EnvVar(...)`, as fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from audian_pipeline.client.client import AudianClient
+from audian_pipeline.defs.partitions import check_partitions_start
+from audian_pipeline.settings import (
+    DEFAULT_API_URL,
+    DEFAULT_DATA_DIR,
+    DEFAULT_STORAGE_QUOTA_BYTES,
+    DEMO_API_KEY,
+    SettingError,
+    check_api_key,
+    check_api_url,
+    env_value,
+    positive_int,
+    show_phone_numbers_from_env,
+)
+
+
+class AudianResource(dg.ConfigurableResource):
+    """Audian's API: AUDIAN_API_URL (default: the embedded emulator) and AUDIAN_API_KEY (a secret;
+    default: the emulator's demo key). A bad URL or key fails the run at start, naming the setting."""
+
+    api_url: str | None = None
+    api_key: str | None = None
+    detail_concurrency: int = 16
+    """Concurrent `GET /v2/recordings/{id}` and `GET /v2/calls/{id}` calls over the pooled session."""
+    download_concurrency: int = 4
+    """Concurrent downloads (each streams to disk; memory stays flat)."""
+    list_limit: int = 200
+    retries: int = 6
+
+    _client: AudianClient | None = PrivateAttr(default=None)
+
+    def resolved_api_url(self) -> str:
+        return check_api_url(self.api_url or env_value("AUDIAN_API_URL", DEFAULT_API_URL))
+
+    def _resolved_api_key(self) -> str:
+        if self.api_key is not None:
+            return check_api_key(self.api_key)
+        return check_api_key(env_value("AUDIAN_API_KEY", DEMO_API_KEY))
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.resolved_api_url()
+        self._resolved_api_key()
+        for name in ("detail_concurrency", "download_concurrency", "list_limit"):
+            if getattr(self, name) < 1:
+                raise SettingError(f"AudianResource.{name} must be at least 1 (got {getattr(self, name)}).")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def get_client(self) -> AudianClient:
+        if self._client is None:
+            self._client = AudianClient(
+                self.resolved_api_url(),
+                self._resolved_api_key(),
+                retries=self.retries,
+                pool_size=max(self.detail_concurrency, self.download_concurrency) * 2,
+            )
+        return self._client
+
+
+class LakeResource(dg.ConfigurableResource):
+    """AUDIAN_DATA_DIR (default ./data): the lake, the audio archive, the events store and the
+    warehouse. Also where a bad AUDIAN_PARTITIONS_START surfaces, since every partitioned run
+    starts this resource and the partitions themselves must load whatever the variable says."""
+
+    data_dir: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data_dir or env_value("AUDIAN_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_partitions_start()
+        path = self.path
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-check"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise SettingError(
+                f"AUDIAN_DATA_DIR={path} is not a writable directory ({exc.strerror}); "
+                "point AUDIAN_DATA_DIR at a directory this user can write."
+            ) from None
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """AUDIAN_STORAGE_QUOTA_BYTES (default 50 GiB) and AUDIAN_SHOW_PHONE_NUMBERS (default 0), as
+    the warehouse load uses them. Both are written into the warehouse's `pipeline_settings` row
+    at each load, so a report read later says which quota it compared against and whether
+    numbers were masked."""
+
+    storage_quota_bytes: int | None = None
+    show_phone_numbers: bool | None = None
+    as_of: str | None = None
+    """ISO instant the reports are computed at; None (the default) means the time of the load.
+    Set it to reproduce a report, or to read an emulator whose clock is frozen."""
+
+    def quota_bytes(self) -> int:
+        if self.storage_quota_bytes is not None:
+            return positive_int("AUDIAN_STORAGE_QUOTA_BYTES", str(self.storage_quota_bytes))
+        return positive_int("AUDIAN_STORAGE_QUOTA_BYTES",
+                            env_value("AUDIAN_STORAGE_QUOTA_BYTES", str(DEFAULT_STORAGE_QUOTA_BYTES)))
+
+    def phone_numbers_shown(self) -> bool:
+        return self.show_phone_numbers if self.show_phone_numbers is not None else show_phone_numbers_from_env()
+
+    def as_of_datetime(self) -> datetime | None:
+        if self.as_of is None:
+            return None
+        value = datetime.fromisoformat(self.as_of.replace("Z", "+00:00"))
+        if value.tzinfo is None:
+            raise SettingError(f"WarehouseResource.as_of needs a time zone, e.g. {self.as_of}Z")
+        return value
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.quota_bytes()
+        self.phone_numbers_shown()
+        self.as_of_datetime()
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Bound once, every field from the environment at launch (see the module's docstring)."""
+    return dg.Definitions(resources={
+        "audian": AudianResource(),
+        "lake": LakeResource(),
+        "warehouse_settings": WarehouseResource(),
+    })

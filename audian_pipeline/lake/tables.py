@@ -1,0 +1,34 @@
+"""The lake's tables: the one registry every reader and writer of the lake goes through.
+
+A table's name is its folder under the lake and its table in the warehouse; its key is unique
+within a day's partition (the asset checks hold it to that); `day_of` says which day a row's
+partition is, since that differs between tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from audian_pipeline.lake import schemas
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    schema: pa.Schema
+    key: str
+    day_of: str
+    """What a row's UTC partition day is the day of."""
+
+
+RECORDINGS = Table("recordings", schemas.RECORDINGS, key="recording_id", day_of="the recording's created_at")
+CALLS = Table("calls", schemas.CALLS, key="call_id", day_of="created_at of the call's recordings")
+RECORDING_AUDIO = Table("recording_audio", schemas.RECORDING_AUDIO, key="recording_id",
+                        day_of="the recording's created_at")
+RECORDING_EVENTS = Table("recording_events", schemas.RECORDING_EVENTS, key="webhook_id",
+                         day_of="the event's occurred_at (when it happened, not the recording's day)")
+
+TABLES: dict[str, Table] = {t.name: t for t in (RECORDINGS, CALLS, RECORDING_AUDIO, RECORDING_EVENTS)}
+"""Every lake table by name, in load order."""

@@ -1,0 +1,1 @@
+"""How one day of each lake table is synced: plain Python, one module per table, no Dagster."""
