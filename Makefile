@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PORT ?= 3000
+# dg warns when the venv it finds in the project is not the active one: make activates it.
+DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(CURDIR)/dagster_home $(VENV)/bin/dg
 
-.PHONY: demo test test-fast bench dev clean chromium
+.PHONY: demo test test-fast lint bench dev clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +19,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/audian-pipeline demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium lint
+	$(DG) check defs
 	$(PY) -m pytest -q
+
+# ruff (pyflakes, pycodestyle, import order, bugbear) and mypy over the package: part of `make test`.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The UI test renders pages in Debian's chromium; install it where we can (root with apt-get),
 # otherwise that test skips and says why. Never fails the build by itself.
@@ -33,7 +42,7 @@ bench: $(STAMP)
 	$(PY) -m tests.benchmarks.run
 
 dev: $(STAMP)
-	DAGSTER_HOME=$(CURDIR)/dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
+	$(DG) dev --port $(PORT)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
