@@ -176,3 +176,18 @@ def test_unknown_sizes_reach_the_warehouse_as_unknown_not_zero(data_dir):
     assert Counter(r["durations_unknown"] for r in durations.values()) == Counter({0: len(durations) - 1, 1: 1})
     with duckdb.connect(str(warehouse_path(data_dir)), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM recordings WHERE file_size IS NULL").fetchone() == (4,)
+
+
+def test_a_download_cut_and_expired_again_and_again_while_progressing_still_finishes(fresh_emulator):
+    """Each connection cut half-way and its URL expired: the renewal limit counts only refusals
+    that came with no new byte since the last one, so a long download that keeps making progress
+    finishes; the old count (every renewal, progress or not) gave up after the third."""
+    emu = fresh_emulator(seed=36, days=1, per_day=16, max_duration=900, faults=FaultConfig(cut=1.0),
+                         variations=Variations(expire_after_cut=True))
+    now = emu.account.now()
+    rec = max((r for r in emu.account.visible(now) if r.status_at(now) == "completed"), key=lambda r: r.file_size)
+    with client_for(emu) as client:
+        sink = io.BytesIO()
+        client.download(rec.recording_id, sink)
+    assert hashlib.sha256(sink.getvalue()).hexdigest() == emu.emulator.audio_cache.sha256(rec.spec)
+    assert emu.faults.snapshot()["injected"]["expired_after_cut"] > 3

@@ -85,6 +85,10 @@ def _pool(pool_size: int, retry: Retry, timeout: urllib3.Timeout, headers: dict[
                                headers={"User-Agent": f"audian-pipeline/{__version__}", **headers})
 
 
+MAX_INTERRUPTIONS = 64
+"""Cuts and refusals one download may survive in all, however much each made progress."""
+
+
 @dataclass(frozen=True)
 class DownloadResult:
     bytes_written: int
@@ -223,11 +227,14 @@ class AudianClient:
         """Stream a recording into `sink`; a cut connection resumes with Range where it stopped.
 
         A refused URL (403: expired, or refused by a storage host having a bad moment) is
-        renewed through the API up to `max_renewals` times. Raises `NotFound` when the
-        recording is gone, `StorageError` when the storage host keeps failing.
+        renewed through the API. The limits count interruptions in a row that brought no new
+        byte: a long download over a flaky link, cut (and its URL expired) many times while it
+        keeps making progress, still finishes; `MAX_INTERRUPTIONS` bounds the whole. Raises
+        `NotFound` when the recording is gone, `StorageError` when the storage host keeps failing.
         """
         url = self.download_location(recording_id)
         written, resumed, renewed = 0, 0, 0
+        stalled_cuts, stalled_renewals, progress_at_refusal = 0, 0, -1
         while True:
             try:
                 written += self._stream(url, written, sink, on_chunk)
@@ -235,17 +242,20 @@ class AudianClient:
             except _Cut as cut:
                 written += cut.received
                 resumed += 1
-                if resumed > max_resumes:
+                stalled_cuts = 0 if cut.received else stalled_cuts + 1
+                if stalled_cuts > max_resumes or resumed + renewed > MAX_INTERRUPTIONS:
                     raise errors.StorageError(
                         f"download of {recording_id} was cut {resumed} times; it will be retried on the next run"
                     ) from None
             except _Expired:
-                renewed += 1
-                if renewed > max_renewals:
+                stalled_renewals = 0 if written > progress_at_refusal else stalled_renewals + 1
+                progress_at_refusal = written
+                if stalled_renewals >= max_renewals or resumed + renewed > MAX_INTERRUPTIONS:
                     raise errors.StorageError(
-                        f"the storage host refused the download of {recording_id} (403) {renewed} times, "
-                        "each with a fresh temporary URL; it will be retried on the next run"
+                        f"the storage host refused the download of {recording_id} (403) {stalled_renewals + 1} "
+                        "times, each with a fresh temporary URL; it will be retried on the next run"
                     ) from None
+                renewed += 1
                 url = self.download_location(recording_id)
 
     def _stream(self, url: str, start: int, sink: IO[bytes], on_chunk: Callable[[bytes], None] | None) -> int:
