@@ -52,7 +52,8 @@ def serve_app(app, timeout: float = 15.0) -> Iterator[str]:
     another test could take the port. Signals stay with the main thread (uvicorn installs
     none outside it); the server is stopped through `should_exit` on leaving the block.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY, see emulator.server.bind
+    # IPPROTO_TCP for TCP_NODELAY, see emulator.server.bind
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     host, port = sock.getsockname()

@@ -82,8 +82,8 @@ def test_every_format_verifies_and_a_second_run_downloads_nothing(fresh_emulator
         meta2 = second.get_asset_materialization_events()[-1].materialization.metadata
         assert meta2["files_downloaded"].value == 0 and meta2["api_requests"].value == {}
         assert manifest(data_dir, day) == rows
-        audit = duckdb.sql(f"select action, outcome, count(*) from read_json('{data_dir}/audit/recording_access.jsonl') "
-                           "group by all").fetchall()
+        audit = duckdb.sql("select action, outcome, count(*) "
+                           f"from read_json('{data_dir}/audit/recording_access.jsonl') group by all").fetchall()
         assert ("download", "verified", len(verified)) in audit
 
 

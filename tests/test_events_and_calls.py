@@ -98,7 +98,8 @@ def test_every_delivered_event_lands_once_on_the_day_it_happened(delivered, data
     for wid, copies in stored.items():
         assert len(copies) == 1, f"{wid} stored {len(copies)} times"
         (day, row), (want_day, kind, rec) = copies[0], expected[wid]
-        assert (day, row["event"], row["recording_id"], row["call_id"]) == (want_day, kind, rec.recording_id, rec.call_id)
+        assert (day, row["event"], row["recording_id"], row["call_id"]) == (
+            want_day, kind, rec.recording_id, rec.call_id)
         assert (row["checksum_sha256"] is not None) == (kind == "recording.completed")
         assert row["reason"] == (rec.failure_reason if kind == "recording.failed" else None)
 
@@ -144,14 +145,18 @@ def expected_days(completed: list[tuple], in_lake: dict[str, date]) -> set[str]:
     """The lake's day for a listed recording; else the completion day and the one before."""
     wanted: set[date] = set()
     for when, _, rec in completed:
-        wanted |= {in_lake[rec.recording_id]} if rec.recording_id in in_lake else {when.date(), when.date() - timedelta(days=1)}
+        if rec.recording_id in in_lake:
+            wanted |= {in_lake[rec.recording_id]}
+        else:
+            wanted |= {when.date(), when.date() - timedelta(days=1)}
     return {day.isoformat() for day in wanted}
 
 
 def test_sensor_requests_each_day_once_then_only_new_work(delivered, data_dir):
     running = delivered
     listed_day = date(2026, 11, 18)
-    assert dg.materialize([recordings], resources=with_api(data_dir, running), partition_key=listed_day.isoformat()).success
+    assert dg.materialize([recordings], resources=with_api(data_dir, running),
+                          partition_key=listed_day.isoformat()).success
     in_lake = {r["recording_id"]: r["created_at"].date() for r in read_rows(data_dir, RECORDINGS, listed_day)}
     completed = [e for e in due_events(running) if e[1] == "recording.completed"]
 
@@ -202,7 +207,8 @@ def test_audio_job_resolves_with_the_audio_asset():
         assets=[recordings, stand_in, recording_events, calls],
         jobs=[audio_archive_job],
         sensors=[recording_completed_sensor],
-        resources={**lake(Path("unused")), "audian": AudianResource(api_url="http://127.0.0.1:1", api_key=DEMO_API_KEY)},
+        resources={**lake(Path("unused")),
+                   "audian": AudianResource(api_url="http://127.0.0.1:1", api_key=DEMO_API_KEY)},
     )
     dg.Definitions.validate_loadable(defs)
     job = defs.resolve_job_def("audio_archive_job")
@@ -244,7 +250,8 @@ def test_calls_are_fetched_once_and_never_again(fresh_emulator, data_dir):
         truth = running.account.calls[call_id]
         assert (row["from_number"], row["to_number"], row["direction"], row["status"], row["call_flow_id"]) == (
             truth.from_number, truth.to_number, truth.direction, truth.status, truth.call_flow_id)
-        assert (row["started_at"], row["ended_at"], row["duration"]) == (truth.started_at, truth.ended_at, truth.duration)
+        assert (row["started_at"], row["ended_at"], row["duration"]) == (
+            truth.started_at, truth.ended_at, truth.duration)
 
     second = dg.materialize([calls], resources=resources, tags=tags)
 

@@ -169,8 +169,8 @@ def test_killed_backfills_then_rerun_equal_an_uninterrupted_run(fresh_emulator, 
 def _run_day(emu, data_dir: Path, **resource_overrides) -> dg.ExecuteInProcessResult:
     resources = {**resources_for(emu, data_dir), **resource_overrides}
     day = (emu.account.now().date() - timedelta(days=1)).isoformat()
-    return dg.materialize(definitions.load().assets, selection=LAKE_AND_WAREHOUSE, resources=resources, raise_on_error=False,
-                          tags=range_tags(*(datetime.fromisoformat(day).date(),) * 2))
+    return dg.materialize(definitions.load().assets, selection=LAKE_AND_WAREHOUSE, resources=resources,
+                          raise_on_error=False, tags=range_tags(*(datetime.fromisoformat(day).date(),) * 2))
 
 
 def _lake_bytes(data_dir: Path) -> dict[str, bytes]:

@@ -62,7 +62,8 @@ def expected_rows(emu, day: date) -> dict[str, dict]:
 
 
 def stored(data_dir: Path, day: date, drop=BOOKKEEPING) -> dict[str, dict]:
-    return {r["recording_id"]: {k: v for k, v in r.items() if k not in drop} for r in read_rows(data_dir, RECORDINGS, day)}
+    return {r["recording_id"]: {k: v for k, v in r.items() if k not in drop}
+            for r in read_rows(data_dir, RECORDINGS, day)}
 
 
 def days_of(emu, back: int) -> list[date]:
@@ -240,7 +241,8 @@ class DriftingList:
 
 
 def _items(n: int, start: datetime) -> list[RecordingSummary]:
-    return [RecordingSummary(f"rec_{i:05d}", "c", 1, 1, "completed", start + timedelta(minutes=3 * i)) for i in range(n)]
+    return [RecordingSummary(f"rec_{i:05d}", "c", 1, 1, "completed", start + timedelta(minutes=3 * i))
+            for i in range(n)]
 
 
 STEADY = [(1, 1), (0, 2), (2, 1), (1, 3), (0, 1)] * 100

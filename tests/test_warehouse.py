@@ -235,7 +235,8 @@ def test_load_matches_the_lake_and_records_partitions(lake):
                                     "recording_audio": len(AUDIO), "recording_events": len(EVENTS)}
     per_day = query(lake, "SELECT partition_date, count(*) FROM recordings GROUP BY ALL ORDER BY 1")
     assert per_day == sorted((d, sum(1 for r in RECORDINGS if r[1] == d)) for d in DAYS)
-    assert query(lake, "SELECT as_of, storage_quota_bytes, show_phone_numbers FROM pipeline_settings") == [(AS_OF, QUOTA, False)]
+    settings = query(lake, "SELECT as_of, storage_quota_bytes, show_phone_numbers FROM pipeline_settings")
+    assert settings == [(AS_OF, QUOTA, False)]
     # timestamps stay UTC instants whatever the reader's time zone
     assert query(lake, "SELECT created_at FROM recordings WHERE recording_id = 'r17'") == [(at(D3, 0),)]
 
@@ -249,7 +250,8 @@ def test_report_durations(lake):
             call = calls.get(r["call_id"])
             known = call["duration"] if call and call["ended_at"] is not None else None
             groups[(day_of(r), r["file_format"] or "unknown", r["channels"])].append((r["duration"], known))
-    got = {(x["day"], x["file_format"], x["channels"]): x for x in read_report(warehouse_path(lake), "durations").records()}
+    got = {(x["day"], x["file_format"], x["channels"]): x
+           for x in read_report(warehouse_path(lake), "durations").records()}
     assert set(got) == set(groups)
     for key, items in groups.items():
         durations = [d for d, _ in items]
@@ -493,8 +495,9 @@ def _write_day_copy(data_dir: Path, day: date, rows: list[dict], n: int) -> None
     audio = [{"recording_id": r["recording_id"], "created_at": r["created_at"], "outcome": "verified", "attempts": 1}
              for r in picked[: 1 + n // 2]]
     write_partition(data_dir, tables.RECORDING_AUDIO, day, to_table(tables.RECORDING_AUDIO, audio))
-    events = [{"webhook_id": f"msg_{r['recording_id']}_{j}", "event": "recording.failed", "recording_id": r["recording_id"],
-               "call_id": r["call_id"], "occurred_at": r["created_at"], "received_at": r["created_at"], "payload": "{}"}
+    events = [{"webhook_id": f"msg_{r['recording_id']}_{j}", "event": "recording.failed",
+               "recording_id": r["recording_id"], "call_id": r["call_id"], "occurred_at": r["created_at"],
+               "received_at": r["created_at"], "payload": "{}"}
               for j, r in enumerate(picked[: 2 + n * 2])]
     write_partition(data_dir, tables.RECORDING_EVENTS, day, to_table(tables.RECORDING_EVENTS, events))
 

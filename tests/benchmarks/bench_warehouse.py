@@ -64,17 +64,20 @@ def synthetic_day(day: date, per_day: int, rng: np.random.Generator, now: dateti
         "duration": duration, "file_size": file_size, "created_at": _ts(created), "file_format": fmt,
         "bitrate": np.where(fmt == "mp3", 64, np.where(fmt == "opus", 32, 256)).astype("int32"),
         "sample_rate": np.where(fmt == "opus", 48000, 8000).astype("int32"), "channels": channels,
-        "completed_at": pa.array(np.where(failed, None, completed).tolist(), type=pa.int64()).cast(TABLES["recordings"].schema.field("completed_at").type),
+        "completed_at": pa.array(np.where(failed, None, completed).tolist(), type=pa.int64())
+                          .cast(TABLES["recordings"].schema.field("completed_at").type),
         "expires_at": _ts(expires), "first_seen_at": _ts(created + 120_000_000),
         "last_seen_at": _ts(np.full(n, now_us)), "detail_fetched_at": _ts(created + 120_000_000),
-        "deleted_at": pa.array(np.where(deleted < 0, None, deleted).tolist(), type=pa.int64()).cast(TABLES["recordings"].schema.field("deleted_at").type),
+        "deleted_at": pa.array(np.where(deleted < 0, None, deleted).tolist(), type=pa.int64())
+                        .cast(TABLES["recordings"].schema.field("deleted_at").type),
     })
     numbers = rng.integers(2_000_000, 9_999_999, (n, 2))
     calls = pa.table({
         "call_id": call_ids,
         "from_number": [f"+1555{a:07d}" for a in numbers[:, 0]], "to_number": [f"+1555{b:07d}" for b in numbers[:, 1]],
         "direction": np.where(rng.random(n) < 0.5, "inbound", "outbound"), "status": np.full(n, "completed"),
-        "call_flow_id": np.full(n, "flow_1"), "started_at": _ts(created - 5_000_000), "answered_at": _ts(created - 2_000_000),
+        "call_flow_id": np.full(n, "flow_1"),
+        "started_at": _ts(created - 5_000_000), "answered_at": _ts(created - 2_000_000),
         "ended_at": _ts(created + duration.astype("int64") * 1_000_000 + 10_000_000),
         "duration": (duration + rng.integers(5, 120, n)).astype("int32"), "fetched_at": _ts(np.full(n, now_us)),
     })
@@ -91,7 +94,8 @@ def synthetic_day(day: date, per_day: int, rng: np.random.Generator, now: dateti
         "probed_duration": duration[ok].astype("float64"), "probed_sample_rate": np.full(m, 8000, dtype="int32"),
         "probed_channels": channels[ok], "attempts": np.ones(m, dtype="int32"),
         "first_attempt_at": _ts(completed[ok] + 60_000_000), "last_attempt_at": _ts(completed[ok] + 60_000_000),
-        "verified_at": pa.array(np.where(verified, completed[ok] + 61_000_000, None).tolist(), type=pa.int64()).cast(TABLES["recording_audio"].schema.field("verified_at").type),
+        "verified_at": pa.array(np.where(verified, completed[ok] + 61_000_000, None).tolist(), type=pa.int64())
+                         .cast(TABLES["recording_audio"].schema.field("verified_at").type),
     })
     event = np.where(failed, "recording.failed", "recording.completed")
     events = pa.table({
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         totals = write_synthetic_lake(data_dir, days, args.per_day, now=as_of)
         print(f"synthetic lake: {args.days} days x {args.per_day:,} recordings -> "
-              + ", ".join(f"{t} {n:,}" for t, n in totals.items()) + f" rows ({time.perf_counter() - started:.1f} s to write)")
+              + ", ".join(f"{t} {n:,}" for t, n in totals.items())
+              + f" rows ({time.perf_counter() - started:.1f} s to write)")
         quota = 50 * 1024**3
 
         full, result = best_of(args.repeat, lambda: load_warehouse(
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nfull rebuild from the lake       {full * 1000:8.1f} ms   ({size / 1e6:.1f} MB warehouse.duckdb)")
         incr, _ = best_of(args.repeat, lambda: load_warehouse(
             data_dir, days[-3:], storage_quota_bytes=quota, as_of=as_of))
-        print(f"incremental load of 3 days       {incr * 1000:8.1f} ms   (copy, replace 3 days in one transaction, swap)")
+        print(f"incremental load of 3 days       {incr * 1000:8.1f} ms   "
+              "(copy, replace 3 days in one transaction, swap)")
         one, _ = best_of(args.repeat, lambda: load_warehouse(
             data_dir, days[-1:], storage_quota_bytes=quota, as_of=as_of))
         print(f"incremental load of 1 day        {one * 1000:8.1f} ms")

@@ -218,13 +218,15 @@ class EmulatorProcess:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the emulator exited with {self.process.returncode} before answering:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"the emulator exited with {self.process.returncode} before answering:\n{self.log_tail()}")
             try:
                 requests.get(url, timeout=2)
                 return
             except requests.ConnectionError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the emulator did not answer at {url} within {timeout:.0f} s:\n{self.log_tail()}") from None
+                    raise TimeoutError(
+                        f"the emulator did not answer at {url} within {timeout:.0f} s:\n{self.log_tail()}") from None
                 time.sleep(0.1)
 
     def log_tail(self, lines: int = 20) -> str:
@@ -356,7 +358,8 @@ class OthersMeter:
         wall = time.perf_counter() - self.t0
         others = max(0.0, (busy - self.busy0) - (own_cpu_seconds(self.live_pids) - self.own0))
         share = others / (wall * (os.cpu_count() or 1)) if wall else 0.0
-        return {"cpu_seconds": round(others, 1), "share_of_machine": round(share, 3), "disturbed": share > self.DISTURBED}
+        return {"cpu_seconds": round(others, 1), "share_of_machine": round(share, 3),
+                "disturbed": share > self.DISTURBED}
 
 
 def rusage_peak() -> int:
@@ -450,7 +453,8 @@ def bench_foundation(bench: Bench) -> Section:
     section.notes += [
         "The baseline uses one requests.Session per side (keep-alive, like the client's pooled "
         "session), so connection setup is not what is compared.",
-        "The median of the alternating rounds (baseline, ours, baseline, ...) is reported; every round is in the JSON file.",
+        "The median of the alternating rounds (baseline, ours, baseline, ...) is reported; "
+        "every round is in the JSON file.",
     ]
     return section
 
@@ -521,7 +525,8 @@ def _list_throughput(bench: Bench, section: Section) -> None:
                 listed, pages = run()
             rounds[side].append({"listed": listed, "pages": pages, "seconds": timer.wall, "cpu_seconds": timer.cpu,
                                  "emulator_cpu_seconds": process_cpu(bench.emulator.pid) - emulator_cpu,
-                                 "per_second": listed / timer.wall, "api_requests_served": bench.emulator.requests_served() - served})
+                                 "per_second": listed / timer.wall,
+                                 "api_requests_served": bench.emulator.requests_served() - served})
     counts = {(r["listed"], r["pages"]) for side in rounds.values() for r in side}
     if len(counts) != 1:
         section.notes.append(f"ANOMALY: the sides listed different counts {sorted(counts)} (clock frozen, no faults)")
@@ -555,7 +560,8 @@ def _pick_recordings(bench: Bench, client: AudianClient, wanted: int) -> list[tu
     while any(len(picked[f]) < n for f, n in per_format.items()):
         page = client.list_page(since=start, limit=LIST_LIMIT, offset=offset)
         for item in page.items:
-            if item.created_at >= end or item.status != "completed" or not 0 < item.file_size <= bench.profile.max_file_bytes:
+            if (item.created_at >= end or item.status != "completed"
+                    or not 0 < item.file_size <= bench.profile.max_file_bytes):
                 continue
             detail = client.get_recording(item.recording_id)
             if len(picked[detail.file_format]) < per_format[detail.file_format]:
@@ -700,9 +706,12 @@ def bench_recordings_index(bench: Bench) -> Section:
             client.close()
         stored_ids = {s.recording_id for s in cold.listing.recordings}
         rounds.append({
-            "loop": {**loop_m, **{k: v for k, v in baseline.items() if k != "ids"}, "rows_per_second": baseline["rows"] / loop_m["seconds"]},
-            "cold": {**cold_m, **_sync_facts(cold), "client_stats": cold_stats, "rows_per_second": cold.rows / cold_m["seconds"]},
-            "warm": {**warm_m, **_sync_facts(warm), "client_stats": warm_stats, "rows_per_second": warm.rows / warm_m["seconds"]},
+            "loop": {**loop_m, **{k: v for k, v in baseline.items() if k != "ids"},
+                     "rows_per_second": baseline["rows"] / loop_m["seconds"]},
+            "cold": {**cold_m, **_sync_facts(cold), "client_stats": cold_stats,
+                     "rows_per_second": cold.rows / cold_m["seconds"]},
+            "warm": {**warm_m, **_sync_facts(warm), "client_stats": warm_stats,
+                     "rows_per_second": warm.rows / warm_m["seconds"]},
             "same_ids_as_loop": stored_ids == baseline["ids"],
         })
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -710,13 +719,15 @@ def bench_recordings_index(bench: Bench) -> Section:
     def pick(phase: str, key: str) -> float:
         return typical([r[phase][key] for r in rounds])
 
-    loop_rps, cold_rps, warm_rps = pick("loop", "rows_per_second"), pick("cold", "rows_per_second"), pick("warm", "rows_per_second")
+    loop_rps, cold_rps, warm_rps = (pick("loop", "rows_per_second"), pick("cold", "rows_per_second"),
+                                    pick("warm", "rows_per_second"))
     cold_s, warm_s, loop_s = pick("cold", "seconds"), pick("warm", "seconds"), pick("loop", "seconds")
     first = rounds[0]
     rows, limit = first["cold"]["rows"], first["cold"]["applied_limit"] or LIST_LIMIT
     cold_cpu_row = typical([r["cold"]["cpu_seconds"] / r["cold"]["rows"] for r in rounds]) * 1000
     loop_cpu_row = typical([r["loop"]["cpu_seconds"] / r["loop"]["rows"] for r in rounds]) * 1000
-    emu_cpu_req = {phase: typical([r[phase]["emulator_cpu_seconds"] / max(r[phase]["api_requests_served"], 1) for r in rounds]) * 1000
+    emu_cpu_req = {phase: typical([r[phase]["emulator_cpu_seconds"] / max(r[phase]["api_requests_served"], 1)
+                                   for r in rounds]) * 1000
                    for phase in ("cold", "loop")}
     section.rows += [
         Row("rows/s, cold day (empty lake)", cold_rps, loop_rps, "rows/s"),
@@ -729,7 +740,8 @@ def bench_recordings_index(bench: Bench) -> Section:
 
     list_bound = math.ceil(rows / limit) + 3
     ok_ids = all(r["same_ids_as_loop"] for r in rounds)
-    stalled = "measured under the emulator's keep-alive stall (see ANOMALY above): not meaningful" if bench.stall else ""
+    stalled = ("measured under the emulator's keep-alive stall (see ANOMALY above): not meaningful"
+               if bench.stall else "")
     goal_rows = [
         Goal("cold rows/s >= 1.5x the requests loop", cold_rps >= 1.5 * loop_rps,
              f"{cold_rps:,.0f} vs {loop_rps:,.0f} rows/s = {cold_rps / loop_rps:.2f}x", stalled),
@@ -742,10 +754,12 @@ def bench_recordings_index(bench: Bench) -> Section:
                               max(calls) <= list_bound, f"{max(calls)} list calls"))
     # Independent truth: on an empty lake every row is new; with the clock frozen nothing changes.
     for phase, expected in (("cold", rows), ("warm", 0)):
-        detail = {r[phase]["detail_calls"] for r in rounds} | {r[phase]["client_stats"].get("detail", 0) for r in rounds}
+        detail = ({r[phase]["detail_calls"] for r in rounds}
+                  | {r[phase]["client_stats"].get("detail", 0) for r in rounds})
         new_changed = {r[phase]["new"] + r[phase]["changed"] for r in rounds}
         goal_rows.append(Goal(
-            f"{phase}: detail calls = new or changed ({'every row is new' if phase == 'cold' else 'frozen clock: none'} = {expected})",
+            f"{phase}: detail calls = new or changed "
+            f"({'every row is new' if phase == 'cold' else 'frozen clock: none'} = {expected})",
             detail == {expected} and new_changed == {expected},
             f"detail calls {sorted(detail)}, new+changed {sorted(new_changed)}"))
     goal_rows.append(Goal("sync_day stores the same recording ids the loop fetched", ok_ids,
@@ -885,7 +899,9 @@ class WebhookReceiver:
         self.sock.close()
         self.store.close()
 
-    def wait_for_checksums(self, recording_ids: list[str], timeout: float, emulator: EmulatorProcess) -> tuple[dict[str, str], float]:
+    def wait_for_checksums(
+        self, recording_ids: list[str], timeout: float, emulator: EmulatorProcess
+    ) -> tuple[dict[str, str], float]:
         """Poll the store until every id has its recording.completed checksum; (checksums, seconds waited)."""
         started = time.monotonic()
         while True:
@@ -896,7 +912,8 @@ class WebhookReceiver:
                 raise RuntimeError(f"the archive emulator exited while webhooks were awaited:\n{emulator.log_tail()}")
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"{len(set(recording_ids)) - len(found)} of {len(set(recording_ids))} "
-                                   f"recording.completed webhooks did not arrive within {timeout:.0f} s:\n{emulator.log_tail()}")
+                                   f"recording.completed webhooks did not arrive within {timeout:.0f} s:\n"
+                                   f"{emulator.log_tail()}")
             time.sleep(0.2)
 
     def settle(self, quiet_seconds: float = 1.0, timeout: float = 60.0) -> int:
@@ -932,7 +949,8 @@ def _requests_download(api_session: requests.Session, storage_session: requests.
 
 def _empty_archive(data_dir: Path) -> None:
     """Everything the archive writes, removed: the recordings partition and the webhook events stay."""
-    for path in (audio_dir(data_dir), data_dir / "quarantine", table_dir(data_dir, ARCHIVE_TABLE.name), audit_path(data_dir).parent):
+    for path in (audio_dir(data_dir), data_dir / "quarantine", table_dir(data_dir, ARCHIVE_TABLE.name),
+                 audit_path(data_dir).parent):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -988,7 +1006,8 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
         emulator_cpu = process_cpu(emulator.pid)
         with Timer() as timer:
             for rid, fmt, _ in files:
-                size, digests[rid] = _requests_download(api_session, storage_session, api, rid, scratch / f"{rid}.{fmt}")
+                size, digests[rid] = _requests_download(api_session, storage_session, api, rid,
+                                                        scratch / f"{rid}.{fmt}")
                 written += size
         emulator_cpu = process_cpu(emulator.pid) - emulator_cpu
         shutil.rmtree(scratch)
@@ -1035,13 +1054,15 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
 
     mbps = {side: typical([r["mb_per_second"] for r in rs]) for side, rs in rounds.items()}
     cpu_mb = {side: typical([r["cpu_seconds"] / (r["bytes"] / 1e6) * 1000 for r in rs]) for side, rs in rounds.items()}
-    emu_mb = {side: typical([r["emulator_cpu_seconds"] / (r["bytes"] / 1e6) * 1000 for r in rs]) for side, rs in rounds.items()}
+    emu_mb = {side: typical([r["emulator_cpu_seconds"] / (r["bytes"] / 1e6) * 1000 for r in rs])
+              for side, rs in rounds.items()}
     seconds = {side: typical([r["seconds"] for r in rs]) for side, rs in rounds.items()}
     section.rows += [
-        Row(f"MB/s downloaded + verified, one day ({len(files)} files)", mbps["ours"], mbps["baseline"], "MB/s", digits=1),
+        Row(f"MB/s downloaded + verified, one day ({len(files)} files)", mbps["ours"], mbps["baseline"], "MB/s",
+            digits=1),
         Row("  seconds for the day (baseline: loop)", seconds["ours"], seconds["baseline"], "s", False, 2),
-        Row("  download phase only (pool.map), MB/s", typical([r["download_phase_mb_per_second"] for r in rounds["ours"]]),
-            mbps["baseline"], "MB/s", digits=1),
+        Row("  download phase only (pool.map), MB/s",
+            typical([r["download_phase_mb_per_second"] for r in rounds["ours"]]), mbps["baseline"], "MB/s", digits=1),
         Row("  benchmark-process CPU per MB", cpu_mb["ours"], cpu_mb["baseline"], "ms", False, 2),
         Row("  emulator CPU per MB served", emu_mb["ours"], emu_mb["baseline"], "ms", False, 2),
     ]
@@ -1055,14 +1076,15 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
         Goal("every round: outcomes only verified / not_completed", outcomes_ok,
              "; ".join(str(r["outcomes"]) for r in rounds["ours"])),
         Goal(f"every completed recording ({len(files)}) verified, with the loop's sha256", verified_ok,
-             f"{sum(r['completed_not_verified_or_sha_differs'] for r in rounds['ours'])} not verified or differing over "
+             f"{sum(r['completed_not_verified_or_sha_differs'] for r in rounds['ours'])} "
+             "not verified or differing over "
              f"{len(rounds['ours'])} round(s)"),
         Goal("the loop's sha256 equals the webhook checksum for every file", webhook_disagrees == 0,
              f"{webhook_disagrees} differ"),
     ]
     if bench.profile is QUICK:
-        section.goals[-4].caveat = (f"quick run: {len(files)} files, {total / 1e6:,.0f} MB, a pass takes ~0.1 s, so per-file "
-                                    "costs and noise dominate; indicative only")
+        section.goals[-4].caveat = (f"quick run: {len(files)} files, {total / 1e6:,.0f} MB, a pass takes ~0.1 s, "
+                                    "so per-file costs and noise dominate; indicative only")
     formats = Counter(fmt for _, fmt, _ in files)
     section.facts["day"] = {
         "day": str(day), "recordings": len(recordings), "completed": len(files), "formats": dict(formats),
@@ -1096,7 +1118,8 @@ def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProce
     duration = bench.profile.big_duration
     headers = {"X-Auth-Token": bench.api_key}
     answer = requests.post(emulator.api_url + "/_emulator/recordings", headers=headers, timeout=30, json={
-        "file_format": "wav", "duration": duration, "sample_rate": BIG_SAMPLE_RATE, "channels": 1, "outcome": "completed"})
+        "file_format": "wav", "duration": duration, "sample_rate": BIG_SAMPLE_RATE, "channels": 1,
+        "outcome": "completed"})
     answer.raise_for_status()
     (rid,) = answer.json()["recording_ids"]
     # recording (duration, maybe a pause < 30 s) -> stopped (5 s) -> processing (< 90 s) -> completed
@@ -1115,8 +1138,8 @@ def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProce
                           timeout=120)
     bare_peak = int(bare.stdout.strip()) if bare.returncode == 0 else None
     emulator_reset = reset_peak_rss(emulator.pid)
-    child = subprocess.run([sys.executable, "-c", _BIG_CHILD, emulator.api_url, str(data_dir), big_day.isoformat(), rid],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    child = subprocess.run([sys.executable, "-c", _BIG_CHILD, emulator.api_url, str(data_dir), big_day.isoformat(),
+                            rid], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if child.returncode != 0:
         raise RuntimeError(f"the archive subprocess failed ({child.returncode}):\n{child.stderr[-3000:]}")
     result = json.loads(child.stdout.strip().splitlines()[-1])
@@ -1128,11 +1151,12 @@ def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProce
     peak, before = result["peak_rss"], result["peak_rss_before_archive"]
     size = result["bytes"] or result["expected_bytes"]
     section.rows += [
-        Row(f"peak RSS archiving one {size / 1e6:,.0f} MB WAV (baseline: bare import)", peak / 1e6, bare_peak and bare_peak / 1e6,
-            "MB", False, 1),
+        Row(f"peak RSS archiving one {size / 1e6:,.0f} MB WAV (baseline: bare import)", peak / 1e6,
+            bare_peak and bare_peak / 1e6, "MB", False, 1),
         Row("  peak RSS before archive_one (imports, lake read, client)", before / 1e6, bare_peak and bare_peak / 1e6,
             "MB", False, 1),
-        Row("  MB/s for the big file (download + fsync + verify)", size / 1e6 / result["seconds"], None, "MB/s", digits=1),
+        Row("  MB/s for the big file (download + fsync + verify)", size / 1e6 / result["seconds"], None, "MB/s",
+            digits=1),
     ]
     section.goals += [
         Goal(f"peak RSS while archiving + verifying a {size / 1e6:,.0f} MB recording < 200 MB", peak < BIG_GOAL_BYTES,
@@ -1176,7 +1200,8 @@ def _fmt(value: float | None, digits: int) -> str:
 def print_section(section: Section) -> None:
     print(f"\n== {section.title} ({section.seconds:.1f} s) ==")
     width = max([len(r.label) for r in section.rows] + [34])
-    print(f"{'measurement':<{width}}  {section.ours_label:>14}  {section.baseline_label:>14}  {'unit':<8}  ours vs baseline")
+    print(f"{'measurement':<{width}}  {section.ours_label:>14}  {section.baseline_label:>14}  {'unit':<8}  "
+          "ours vs baseline")
     for row in section.rows:
         adv = row.advantage
         versus = "—" if adv is None else "about the same" if 0.97 <= adv <= 1.03 else \
@@ -1203,7 +1228,8 @@ def print_section(section: Section) -> None:
 
 def _git_describe() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10)
         return head.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
@@ -1221,7 +1247,8 @@ def _json_default(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small account (5 days x 400) for a sanity run under a minute")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small account (5 days x 400) for a sanity run under a minute")
     parser.add_argument("--only", action="append", choices=[key for key, _ in SECTIONS],
                         help="run only this section (repeatable)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a goal fails")
@@ -1274,12 +1301,13 @@ def main(argv: list[str] | None = None) -> int:
                             f"{others['cpu_seconds']:.1f} CPU-s, {others['share_of_machine']:.0%} of the machine")
                         if others["disturbed"]:
                             section.notes.append(
-                                f"DISTURBED: other processes used {others['share_of_machine']:.0%} of the machine's CPU "
-                                "during this section (see `top`): its ratios are less trustworthy than usual; run again "
-                                "on a quiet machine.")
+                                f"DISTURBED: other processes used {others['share_of_machine']:.0%} of the "
+                                "machine's CPU during this section (see `top`): its ratios are less trustworthy "
+                                "than usual; run again on a quiet machine.")
                     sections.append(section)
                     print_section(section)
-                    failed += [f"{section.key}: {g.text}" + (" (*)" if g.caveat else "") for g in section.goals if not g.passed]
+                    failed += [f"{section.key}: {g.text}" + (" (*)" if g.caveat else "")
+                               for g in section.goals if not g.passed]
                 bench.fold_peaks()
                 meta["peak_rss_whole_run (VmHWM)"] = dict(bench.peaks)
                 print(f"\npeak RSS over the whole run (VmHWM): benchmark process {mib(bench.peaks.get('bench'))}, "
