@@ -10,6 +10,7 @@ import os
 import sys
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 
@@ -55,14 +56,20 @@ def run_range(first: date, last: date, resources: dict | None = None,
     defs = definitions.load()
     resources = {**(defs.resources or {}), **(resources or {})}
     dagster_instance = dagster_instance or instance()
-    lake = dg.materialize(list(defs.assets or []), selection=LAKE_AND_WAREHOUSE, resources=resources,
+    lake = dg.materialize(_materializable(defs), selection=LAKE_AND_WAREHOUSE, resources=resources,
                           instance=dagster_instance, tags=range_tags(first, last), run_config=CONSOLE_INFO,
                           raise_on_error=False)
     if not lake.success:
         return _explain(lake)
-    reports = dg.materialize(list(defs.assets or []), selection=REPORTS, resources=resources,
+    reports = dg.materialize(_materializable(defs), selection=REPORTS, resources=resources,
                              instance=dagster_instance, run_config=CONSOLE_INFO, raise_on_error=False)
     return 0 if reports.success else _explain(reports)
+
+
+def _materializable(defs: dg.Definitions) -> list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset]:
+    """The code location's assets as `materialize` takes them: `Definitions.assets` also admits the
+    legacy CacheableAssetsDefinition, which the defs folder never holds."""
+    return cast(list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset], list(defs.assets or []))
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:

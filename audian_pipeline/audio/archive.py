@@ -128,6 +128,7 @@ class Archiver:
             row.update(probed_format=verdict.probe.file_format, probed_duration=verdict.probe.duration,
                        probed_sample_rate=verdict.probe.sample_rate, probed_channels=verdict.probe.channels)
         if verdict.verified:
+            assert final is not None, "only a download or a reverify is verified, and both have a final path"
             row["path"], row["verified_at"] = str(final.relative_to(self.data_dir)), self.now
         if count:
             row["attempts"] += 1

@@ -17,11 +17,12 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from mutagen import MutagenError
 from mutagen.mp3 import MP3
-from mutagen.oggopus import OggOpus
-from mutagen.wave import WAVE
+from mutagen.oggopus import OggOpus, OggOpusInfo
+from mutagen.wave import WAVE, WaveStreamInfo
 
 # The API reports whole seconds, and we cannot know whether Audian rounds or truncates, so a
 # file may honestly be up to 1 s longer than its reported duration (or shorter, if it rounds
@@ -84,7 +85,7 @@ def _sniff(head: bytes) -> str:
 
 
 def _probe_wav(path: Path, head: bytes) -> AudioProbe:
-    info = WAVE(path).info
+    info = cast(WaveStreamInfo, WAVE(path).info)  # mutagen types FileType.info as None; a loaded file has one
     if info.bits_per_sample <= 0 or info.channels <= 0 or info.sample_rate <= 0:
         raise NotAudio("WAV fmt chunk is empty or invalid")
     span = _wav_data_span(path)
@@ -112,7 +113,7 @@ def _wav_data_span(path: Path) -> tuple[int, int] | None:
 
 
 def _probe_mp3(path: Path, head: bytes) -> AudioProbe:
-    info = MP3(path).info
+    info: Any = MP3(path).info  # MPEGInfo copies layer, sample_rate and channels from a frame at run time
     if info.sketchy:
         raise NotAudio("no run of consecutive valid MPEG audio frames")
     if info.layer != 3:
@@ -127,7 +128,7 @@ def _probe_opus(path: Path, head: bytes) -> AudioProbe:
     if len(opus_head) < 19:
         raise NotAudio("OpusHead packet is truncated")
     input_rate = struct.unpack_from("<I", opus_head, 12)[0] or _OPUS_INPUT_RATE_UNSPECIFIED
-    info = OggOpus(path).info
+    info = cast(OggOpusInfo, OggOpus(path).info)
     return AudioProbe("opus", max(0.0, float(info.length)), int(input_rate), int(info.channels))
 
 

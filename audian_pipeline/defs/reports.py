@@ -60,7 +60,7 @@ def _report_asset(short: str, view: str) -> dg.AssetsDefinition:
     )
     def _report(lake: LakeResource) -> dg.MaterializeResult:
         report = read_report(warehouse_path(lake.path), short)
-        metadata = {
+        metadata: dict[str, dg.MetadataValue | int | float | str | None] = {
             "report": _table_metadata(report),
             "chart": dg.MetadataValue.md(chart_markdown(report)),
             "rows": len(report.rows),

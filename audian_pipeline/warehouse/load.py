@@ -73,7 +73,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import duckdb
 
@@ -231,7 +231,14 @@ def _finish(con: duckdb.DuckDBPyConnection, settings: list, version: str, sql_di
         con.execute(view.read_text())
     con.execute("COMMIT")
     con.execute("CHECKPOINT")
-    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+    return {t: _single_value(con, f"SELECT count(*) FROM {t}") for t in TABLES}
+
+
+def _single_value(con: duckdb.DuckDBPyConnection, sql: str, parameters: list | None = None) -> Any:
+    """The value of a statement that always answers one row (a count, an INSERT's row count)."""
+    row = con.execute(sql, parameters).fetchone()
+    assert row is not None, f"no row from {sql}"
+    return row[0]
 
 
 def _rebuild_reason(base: Path, version: str, show_phone_numbers: bool) -> str | None:
@@ -353,11 +360,12 @@ def _load_days(
             source = partition_file(data_dir, table, day)
             rows = 0
             if source.is_file():
-                rows = con.execute(
+                rows = _single_value(
+                    con,
                     f"INSERT INTO {table} BY NAME {_select(table, show_phone_numbers)}, ?::DATE AS partition_date "
                     "FROM read_parquet(?, hive_partitioning = false)",  # else DuckDB adds `date` from the folder
                     [day, str(source)],
-                ).fetchone()[0]
+                )
             loaded[table][day] = rows
             con.execute("INSERT INTO warehouse_partitions VALUES (?, ?, ?, ?)", [table, day, rows, now])
     return loaded

@@ -157,7 +157,7 @@ def format_value(value: Any, column: str = "") -> str:
     return str(value)
 
 
-def human_bytes(value: float) -> str:
+def human_bytes(value: float | Decimal) -> str:
     value = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
