@@ -10,8 +10,11 @@
 -- A missing file_format (detail not fetched, or no file yet) shows as 'unknown'. Percentiles are quantile_cont: linear interpolation between the two nearest durations (numpy's default
 -- method), so p50 of 10, 20, 30, 40 is 25. Means and percentiles are rounded to 0.1 s.
 -- A call is known when `calls` holds it and it has ended (ended_at set); calls_known counts the recordings whose call
--- is known, the call columns sum and average over those recordings (a call with two recordings counts twice), and
--- recorded_pct_of_call is their recorded seconds as a share of their calls' seconds.
+-- is known, and the call columns sum and average over those recordings (a call with two recordings counts twice).
+-- recorded_pct_of_call is over matching pairs only, the recordings whose duration and whose call are both known:
+-- 100 * matched_recorded_s / matched_call_s, where matched_recorded_s sums those recordings' durations and
+-- matched_call_s their calls' durations. A recording without a known call, or a known call whose recording has no
+-- duration yet, is in neither sum, so an unknown never reads as a gap in coverage.
 CREATE OR REPLACE VIEW report_durations AS
 WITH ended_calls AS (
     SELECT call_id, duration AS call_duration
@@ -25,7 +28,8 @@ stopped AS (
         coalesce(r.file_format, 'unknown') AS file_format,
         r.channels,
         r.duration,
-        c.call_duration
+        c.call_duration,
+        r.duration IS NOT NULL AND c.call_duration IS NOT NULL AS matched
     FROM recordings AS r
     LEFT JOIN ended_calls AS c ON c.call_id = r.call_id
     WHERE r.status IN ('stopped', 'processing', 'completed', 'failed')
@@ -44,8 +48,10 @@ SELECT
     count(call_duration)                          AS calls_known,
     sum(call_duration)::BIGINT                    AS total_call_duration_s,
     round(avg(call_duration), 1)                  AS mean_call_duration_s,
-    round(100.0 * sum(duration) FILTER (WHERE call_duration IS NOT NULL)
-          / nullif(sum(call_duration), 0), 1)     AS recorded_pct_of_call
+    sum(duration) FILTER (WHERE matched)::BIGINT  AS matched_recorded_s,
+    sum(call_duration) FILTER (WHERE matched)::BIGINT AS matched_call_s,
+    round(100.0 * sum(duration) FILTER (WHERE matched)
+          / nullif(sum(call_duration) FILTER (WHERE matched), 0), 1) AS recorded_pct_of_call
 FROM stopped
 GROUP BY day, file_format, channels
 ORDER BY day, file_format, channels;

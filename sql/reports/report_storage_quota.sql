@@ -7,6 +7,11 @@
 -- bytes_held over the 7 days before that moment, divided by 7. days_until_full and projected_full_on say when
 -- bytes_held reaches the quota if that rate goes on: 0 and that day when already over, NULL when the rate is not
 -- positive (not at this rate).
+-- The rate and the projection need 7 days of history: history_days counts the whole days from the start of the
+-- first day the warehouse loaded (warehouse_partitions) to the moment measured. With fewer, the week before is not
+-- in the lake, the rate would read the lake's own start as growth, so recent_daily_growth_bytes, days_until_full and
+-- projected_full_on are NULL. projection says which case a row is: 'projected', 'already full',
+-- 'not filling at this rate' or 'needs 7 days of history, has N'.
 -- Unknown sizes stay unknown: until a recording is completed Audian may give no file_size (NULL). Such a recording
 -- counts in recordings_held and in recordings_size_unknown but adds nothing to the byte columns, so while
 -- recordings_size_unknown is above 0 the bytes, pct_of_quota and growth are lower bounds and days_until_full an upper
@@ -15,7 +20,9 @@
 -- bytes_held counts the recordings the lake knows: days before the lake began are missing from it.
 CREATE OR REPLACE VIEW report_storage_quota AS
 WITH settings AS (
-    SELECT as_of, storage_quota_bytes AS quota_bytes FROM pipeline_settings
+    SELECT as_of, storage_quota_bytes AS quota_bytes,
+           (SELECT timezone('UTC', min(partition_date)::TIMESTAMP) FROM warehouse_partitions) AS history_start
+    FROM pipeline_settings
 ),
 days AS (
     SELECT
@@ -64,7 +71,8 @@ per_day AS (
         st.bytes_held + a.bytes_added - e.bytes_held AS bytes_removed,
         e.bytes_held - st.bytes_held                AS net_growth_bytes,
         s.quota_bytes,
-        (e.bytes_held - w.bytes_held) / 7.0         AS rate
+        greatest(floor(epoch(d.day_end - s.history_start) / 86400), 0)::INTEGER AS history_days,
+        (e.bytes_held - w.bytes_held) / 7.0         AS week_rate
     FROM days AS d
     CROSS JOIN settings AS s
     JOIN held AS e  ON e.day = d.day  AND e.kind = 'end'
@@ -72,14 +80,23 @@ per_day AS (
     JOIN held AS w  ON w.day = d.day  AND w.kind = 'week_before'
     JOIN added AS a ON a.day = d.day
 ),
+rated AS (
+    SELECT *, CASE WHEN history_days >= 7 THEN week_rate END AS rate FROM per_day
+),
 projected AS (
     SELECT
         *,
         CASE
             WHEN bytes_held >= quota_bytes THEN 0.0
             WHEN rate > 0 THEN (quota_bytes - bytes_held) / rate
-        END AS days_until
-    FROM per_day
+        END AS days_until,
+        CASE
+            WHEN bytes_held >= quota_bytes THEN 'already full'
+            WHEN rate IS NULL THEN format('needs 7 days of history, has {}', coalesce(history_days, 0))
+            WHEN rate > 0 THEN 'projected'
+            ELSE 'not filling at this rate'
+        END AS projection
+    FROM rated
 )
 SELECT
     day,
@@ -94,6 +111,8 @@ SELECT
     round(100.0 * bytes_held / quota_bytes, 2)                                 AS pct_of_quota,
     round(rate)::BIGINT                                                        AS recent_daily_growth_bytes,
     round(days_until, 1)                                                       AS days_until_full,
-    timezone('UTC', measured_at + to_seconds(days_until * 86400))::DATE       AS projected_full_on
+    timezone('UTC', measured_at + to_seconds(days_until * 86400))::DATE       AS projected_full_on,
+    history_days,
+    projection
 FROM projected
 ORDER BY day;
