@@ -17,16 +17,23 @@ import pytest
 
 from audian_pipeline.defs.calls import calls
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions
+from audian_pipeline.defs.recording_audio import recording_audio
 from audian_pipeline.defs.recording_events import recording_events
 from audian_pipeline.defs.recordings import recordings
 from audian_pipeline.defs.resources import AudianResource, LakeResource
-from audian_pipeline.defs.sensors import audio_archive_job, recording_completed_sensor, run_requests
+from audian_pipeline.defs.sensors import (
+    RANGE_END,
+    RANGE_START,
+    audio_archive_job,
+    recording_completed_sensor,
+    run_requests,
+)
 from audian_pipeline.emulator.delivery import webhook_id
 from audian_pipeline.emulator.faults import FaultConfig
 from audian_pipeline.emulator.server import RunningEmulator
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.paths import events_db, partition_file
-from audian_pipeline.lake.tables import CALLS, RECORDING_EVENTS, RECORDINGS
+from audian_pipeline.lake.tables import CALLS, RECORDING_AUDIO, RECORDING_EVENTS, RECORDINGS
 from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
 from audian_pipeline.webhooks.receiver import create_app
 from audian_pipeline.webhooks.store import EventStore
@@ -152,7 +159,14 @@ def expected_days(completed: list[tuple], in_lake: dict[str, date]) -> set[str]:
     return {day.isoformat() for day in wanted}
 
 
-def test_sensor_requests_each_day_once_then_only_new_work(delivered, data_dir):
+def requested_days(request: dg.RunRequest) -> tuple[str, str]:
+    """(first, last) day of a run request: its range tags, or its one partition."""
+    if request.partition_key is not None:
+        return request.partition_key, request.partition_key
+    return request.tags[RANGE_START], request.tags[RANGE_END]
+
+
+def test_sensor_first_tick_is_one_run_over_the_backlog_then_only_new_work(delivered, data_dir):
     running = delivered
     listed_day = date(2026, 11, 18)
     assert dg.materialize([recordings], resources=with_api(data_dir, running),
@@ -162,11 +176,11 @@ def test_sensor_requests_each_day_once_then_only_new_work(delivered, data_dir):
 
     first = evaluate(data_dir, None)
 
-    keys = [request.partition_key for request in first.run_requests]
-    assert len(keys) == len(set(keys))
-    assert set(keys) == expected_days(completed, in_lake)
-    assert {rec.created_at.date().isoformat() for _, _, rec in completed} <= set(keys)
-    assert all(r.run_key.startswith(f"audio-{r.partition_key}-") for r in first.run_requests)
+    (request,) = first.run_requests  # one single-run backfill, not one run per day
+    wanted = expected_days(completed, in_lake)
+    assert requested_days(request) == (min(wanted), max(wanted))
+    assert request.partition_key is None and request.run_key.startswith(f"audio-{min(wanted)}-{max(wanted)}-")
+    assert {rec.created_at.date().isoformat() for _, _, rec in completed} <= wanted
 
     assert isinstance(evaluate(data_dir, first.cursor), dg.SkipReason), "no new event, no run"
 
@@ -178,7 +192,9 @@ def test_sensor_requests_each_day_once_then_only_new_work(delivered, data_dir):
 
     later = evaluate(data_dir, first.cursor)
 
-    assert sorted(r.partition_key for r in later.run_requests) == sorted(expected_days(newly, in_lake))
+    (again,) = later.run_requests
+    newly_wanted = expected_days(newly, in_lake)
+    assert requested_days(again) == (min(newly_wanted), max(newly_wanted))
     assert int(later.cursor) > int(first.cursor)
     assert not set(r.run_key for r in later.run_requests) & set(r.run_key for r in first.run_requests)
 
@@ -192,7 +208,28 @@ def test_days_past_retention_or_before_the_partitions_are_not_requested():
     newest, today = date(2026, 11, 20), date(2026, 11, 25)
     asked = {date(2025, 12, 31): 1, date(2026, 10, 20): 2, date(2026, 10, 21): 3, date(2026, 11, 20): 4,
              date(2026, 11, 26): 5}
-    assert [r.partition_key for r in run_requests(asked, newest, today)] == ["2026-10-21", "2026-11-20"]
+    (request,) = run_requests(asked, newest, today)
+    assert requested_days(request) == ("2026-10-21", "2026-11-20")
+    assert run_requests({date(2026, 11, 19): 7}, newest, today)[0].partition_key == "2026-11-19"
+    assert run_requests({date(2026, 11, 26): 8}, newest, today) == []
+
+
+def test_the_first_tick_run_archives_every_backlog_day_in_one_run(delivered, data_dir):
+    """The sensor's range request, executed as the daemon would launch it: one run, every day."""
+    (request,) = evaluate(data_dir, None).run_requests
+    defs = dg.Definitions(assets=[recordings, recording_audio], jobs=[audio_archive_job],
+                          resources=with_api(data_dir, delivered))
+
+    result = defs.resolve_job_def("audio_archive_job").execute_in_process(tags=request.tags)
+
+    assert result.success
+    first, last = (date.fromisoformat(d) for d in requested_days(request))
+    for day in days(first, last):
+        outcomes = {row["outcome"] for row in read_rows(data_dir, RECORDING_AUDIO, day)}
+        created = [rec for rec in delivered.account.recordings.values() if rec.created_at.date() == day]
+        assert ("verified" in outcomes) == any(rec.status_at(delivered.account.now()) == "completed"
+                                               for rec in created), day
+        assert "no_checksum_yet" not in outcomes, f"{day}: the webhooks were delivered before the run"
 
 
 def test_audio_job_resolves_with_the_audio_asset():

@@ -19,6 +19,8 @@ from audian_pipeline.settings import RETENTION_DAYS
 from audian_pipeline.webhooks.store import EventStore, StoredEvent
 
 COMPLETED = "recording.completed"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+"""Tags of a run over a partition range (a single-run backfill), as the UI and `materialize` set them."""
 BATCH = 5_000
 """Events read per tick: a backlog is worked through over several ticks, not in one huge one."""
 
@@ -91,14 +93,23 @@ def runnable(day: date, newest: date, today: date) -> bool:
 
 
 def run_requests(days: dict[date, int], newest: date, today: date) -> list[dg.RunRequest]:
-    """One run per day. The run key carries the day's highest seq, so a tick retried before
-    its cursor was saved asks again under the same key and Dagster launches nothing twice."""
-    return [
-        dg.RunRequest(run_key=f"audio-{day.isoformat()}-{seq}", partition_key=day.isoformat(),
-                      tags={"audian/trigger": COMPLETED})
-        for day, seq in sorted(days.items())
-        if runnable(day, newest, today)
-    ]
+    """At most one run a tick: a single-run backfill over the first to the last day asked for.
+
+    The job's assets have `BackfillPolicy.single_run()`, so a range costs one run, one process
+    and one Dagster overhead whatever its length, where one run per day made the first tick of
+    a fresh cursor launch a run for every retained day at once. Days in between that no event
+    asked for are listed again too, which costs a page each and downloads nothing already
+    archived. The run key carries the range and the highest seq, so a tick retried before its
+    cursor was saved asks again under the same key and Dagster launches nothing twice."""
+    wanted = {day: seq for day, seq in days.items() if runnable(day, newest, today)}
+    if not wanted:
+        return []
+    first, last = min(wanted), max(wanted)
+    key = f"audio-{first.isoformat()}-{last.isoformat()}-{max(wanted.values())}"
+    tags = {"audian/trigger": COMPLETED}
+    if first == last:
+        return [dg.RunRequest(run_key=key, partition_key=first.isoformat(), tags=tags)]
+    return [dg.RunRequest(run_key=key, tags={**tags, RANGE_START: first.isoformat(), RANGE_END: last.isoformat()})]
 
 
 def newest_event_day(store: EventStore) -> date:
@@ -119,9 +130,10 @@ def recording_completed_sensor(
     """Each stored `recording.completed` event asks for its recording's day once.
 
     The cursor is the events store's `seq`, which never skips a committed row, so an event is
-    seen by exactly one tick; many events of one day make one run. A fresh cursor starts at 0:
-    every completed event stored so far asks for its day once (at most one run per retained
-    day), which archives whatever the receiver heard before the sensor was turned on.
+    seen by exactly one tick; a tick's events make one run over their days. A fresh cursor
+    starts at 0: every completed event stored so far asks for its day, and the first tick runs
+    one single-run backfill over that backlog, archiving whatever the receiver heard before
+    the sensor was turned on.
 
     STOPPED by default: it launches downloads through the daemon, needs the receiver running
     to have anything to read, and its first tick covers the whole store, which an operator
@@ -137,10 +149,12 @@ def recording_completed_sensor(
             return dg.SkipReason(f"no recording.completed event after seq {cursor}")
         newest = newest_event_day(store)
     created = created_days(lake.path, (e.recording_id for e in events))
-    requests = run_requests(audio_days(events, created), newest, datetime.now(timezone.utc).date())
+    days = audio_days(events, created)
+    requests = run_requests(days, newest, datetime.now(timezone.utc).date())
     context.log.info(
-        "%d completed events (seq %d-%d), %d recordings found in the lake: %d day(s) to archive",
-        len(events), events[0].seq, events[-1].seq, len(created), len(requests),
+        "%d completed events (seq %d-%d), %d recordings found in the lake: %d day(s) asked for, %s",
+        len(events), events[0].seq, events[-1].seq, len(created), len(days),
+        "one run over them" if requests else "none retained",
     )
     new_cursor = str(events[-1].seq)
     if not requests:
