@@ -43,9 +43,10 @@ What that buys:
 - The warehouse is a pure function of the lake: a full rebuild (a fresh file, each table one
   `INSERT ... SELECT` over `read_parquet('lake/<table>/date=*/data.parquet')`) happens when
   there is no loader copy yet, when `sql/tables/*.sql` changed (schema_version), when the
-  phone-number setting changed (the stored numbers are masked or not), when the copy does not
-  open cleanly, or on request. The benchmark shows a full rebuild of 30 days x 2,000
-  recordings takes well under a second, so the fallback is cheap.
+  phone-number setting changed (the stored numbers are masked or not), when the copy is in
+  another storage version than `STORAGE_VERSION`, when the copy does not open cleanly, or on
+  request. The benchmark shows a full rebuild of 30 days x 2,000 recordings takes well under a
+  second, so the fallback is cheap.
 
 Costs, on purpose: each load copies the file (a few MB per 100k recordings), the loader's copy
 doubles the disk the warehouse takes, and an analyst holding a build open for days keeps that
@@ -63,11 +64,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -96,6 +99,14 @@ _BUILD = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")
 """A build directory's name: when it was published, then a random part."""
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 _PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+STORAGE_VERSION = "v1.4.0"
+"""The DuckDB storage format of every file the loader writes: the oldest DuckDB that must read the
+warehouse. DuckDB 2.0 writes `v2.0.0+` files by default, which every DuckDB 1.x (the CLI, drivers
+and BI tools most analysts run) refuses ("Trying to read a database file with version number
+999"); `v1.4.0` files open in DuckDB 1.4 and later, 2.x included. DuckDB applies the setting when
+it creates a file and keeps an existing file's format when it reopens it, so a loader copy written
+in another format is rebuilt once (`_rebuild_reason`) rather than patched."""
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +225,32 @@ def builds_dir(data_dir: Path) -> Path:
 def _open_work(work: Path) -> duckdb.DuckDBPyConnection:
     """The loader's database, in UTC, inside the transaction that `_finish` commits."""
     work.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(work))
+    con = _connect(work)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("BEGIN TRANSACTION")
     return con
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """Read-write, creating the file in `STORAGE_VERSION`. One configuration for every connection the
+    loader makes: DuckDB refuses a second connection to a file it holds under another one."""
+    return duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_VERSION})
+
+
+def _storage_tag(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The storage format of the connection's file as DuckDB names it: `v1.4.0+` for a file that
+    DuckDB 1.4 and later read (None on a DuckDB that does not report it)."""
+    row = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return row[0].get("storage_version") if row and isinstance(row[0], dict) else None
+
+
+@functools.cache
+def _wanted_storage_tag() -> str | None:
+    """The tag of a file written in `STORAGE_VERSION` (several versions share one format: v1.4.3
+    writes `v1.4.0+`), read from a scratch file since DuckDB has no function that maps the two."""
+    with tempfile.TemporaryDirectory(prefix="audian-storage-") as scratch:
+        with contextlib.closing(_connect(Path(scratch) / "probe.duckdb")) as con:
+            return _storage_tag(con)
 
 
 def _finish(con: duckdb.DuckDBPyConnection, settings: list, version: str, sql_dir: Path) -> dict[str, int]:
@@ -246,8 +279,9 @@ def _rebuild_reason(base: Path, version: str, show_phone_numbers: bool) -> str |
     if not base.exists():
         return "no warehouse yet"
     try:
-        with contextlib.closing(duckdb.connect(str(base))) as con:
+        with contextlib.closing(_connect(base)) as con:
             row = con.execute("SELECT schema_version, show_phone_numbers FROM pipeline_settings").fetchone()
+            storage = _storage_tag(con)
     except duckdb.Error as exc:
         if _disk_errno(exc) is not None:
             raise
@@ -256,6 +290,8 @@ def _rebuild_reason(base: Path, version: str, show_phone_numbers: bool) -> str |
         return "table DDL in sql/tables changed"
     if row[1] != show_phone_numbers:
         return "AUDIAN_SHOW_PHONE_NUMBERS changed"
+    if storage != _wanted_storage_tag():
+        return f"storage version {storage}, not {_wanted_storage_tag()} (what DuckDB {STORAGE_VERSION} and later read)"
     return None
 
 

@@ -1,0 +1,118 @@
+"""An analyst opens the warehouse with their own DuckDB 1.4+ CLI or driver, which refuses the
+files DuckDB 2.0 writes by default. DuckDB 1.x runs for real, from a scratch venv."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import venv
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from audian_pipeline.lake.paths import warehouse_path
+from audian_pipeline.warehouse.load import BASE_NAME, STORAGE_VERSION, TABLES, builds_dir
+from audian_pipeline.warehouse.reports import REPORTS
+
+from test_warehouse import DAYS, RECORDINGS as RECORDING_ROWS, lake_fixture, load, query  # noqa: F401 (the `lake` fixture)
+
+STORAGE_TAG = "v1.4.0+"
+"""What DuckDB reports for a file written with STORAGE_VERSION v1.4.0 (`duckdb_databases().tags`)."""
+RECORDINGS = len(RECORDING_ROWS)
+
+
+def storage_tag(path: Path) -> str:
+    with duckdb.connect(str(path), read_only=True) as con:
+        row = con.execute("SELECT tags['storage_version'] FROM duckdb_databases() "
+                          "WHERE database_name = current_database()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def rewrite_in_storage(path: Path, version: str) -> None:
+    """The same database in another storage version, as an older loader would have left it."""
+    copy = path.with_name(path.name + ".rewrite")
+    with duckdb.connect() as con:
+        con.execute(f"ATTACH '{path}' AS old (READ_ONLY)")
+        con.execute(f"ATTACH '{copy}' AS new (STORAGE_VERSION '{version}')")
+        con.execute("COPY FROM DATABASE old TO new")
+    os.replace(copy, path)
+    assert storage_tag(path) == f"{version}+"
+
+
+# -- the storage version ------------------------------------------------------------------
+
+def test_every_file_the_loader_writes_opens_in_duckdb_1_4(lake):
+    assert STORAGE_VERSION == "v1.4.0"
+    first = load(lake)
+    assert first.full_rebuild
+    assert storage_tag(warehouse_path(lake)) == STORAGE_TAG
+    assert storage_tag(builds_dir(lake) / BASE_NAME) == STORAGE_TAG
+
+    again = load(lake, [DAYS[0]])  # the loader reopens its copy in place
+    assert not again.full_rebuild
+    assert storage_tag(warehouse_path(lake)) == STORAGE_TAG
+    assert storage_tag(builds_dir(lake) / BASE_NAME) == STORAGE_TAG
+
+
+def test_a_loader_copy_in_another_storage_version_is_rebuilt_once(lake):
+    load(lake)
+    expected = query(lake, "SELECT count(*) FROM recordings")
+    rewrite_in_storage(builds_dir(lake) / BASE_NAME, "v2.0.0")
+
+    result = load(lake, [DAYS[0]])
+    assert result.full_rebuild
+    assert result.rebuild_reason is not None and "storage version" in result.rebuild_reason
+    assert storage_tag(warehouse_path(lake)) == STORAGE_TAG
+    assert query(lake, "SELECT count(*) FROM recordings") == expected
+
+    assert not load(lake, [DAYS[0]]).full_rebuild
+
+
+# -- a real DuckDB 1.x --------------------------------------------------------------------
+
+READER = r"""
+import json, sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+con.execute("SET TimeZone = 'UTC'")
+names = [r[0] for r in con.execute(
+    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+    "UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal "
+    "ORDER BY 1").fetchall()]
+rows = {n: con.execute(f'SELECT COLUMNS(*)::VARCHAR FROM "{n}" ORDER BY ALL').fetchall() for n in names}
+print(json.dumps({"version": duckdb.__version__, "rows": rows}))
+"""
+"""Every table and view, every value as text (so the driver needs no pytz for TIMESTAMPTZ)."""
+
+
+@pytest.fixture(scope="module", params=["duckdb>=1.4,<1.5", "duckdb>=1.5,<2"], ids=["duckdb-1.4", "duckdb-1.5"])
+def duckdb_1x(request, tmp_path_factory) -> Path:
+    """The python of a scratch venv holding a DuckDB 1.x: the oldest supported one and the newest."""
+    home = tmp_path_factory.mktemp("duckdb-1x")
+    venv.create(home, with_pip=True)
+    python = home / "bin" / "python"
+    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", request.param],
+                               capture_output=True, text=True, timeout=600)
+    if installed.returncode != 0:
+        pytest.skip(f"pip could not install {request.param!r} into a scratch venv: {installed.stderr.strip()[-300:]}")
+    return python
+
+
+@pytest.mark.slow
+def test_duckdb_1x_reads_every_table_and_report_view(lake, duckdb_1x):
+    load(lake)
+    read = subprocess.run([str(duckdb_1x), "-c", READER, str(warehouse_path(lake))],
+                          capture_output=True, text=True, timeout=120)
+    assert read.returncode == 0, read.stderr
+    answer = json.loads(read.stdout)
+    assert answer["version"].startswith("1.")
+
+    with duckdb.connect(str(warehouse_path(lake)), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        ours = {n: [list(r) for r in con.execute(f'SELECT COLUMNS(*)::VARCHAR FROM "{n}" ORDER BY ALL').fetchall()]
+                for n in answer["rows"]}
+    assert {*TABLES, *REPORTS.values(), "pipeline_settings", "warehouse_partitions"} <= set(answer["rows"])
+    assert len(answer["rows"]["recordings"]) == RECORDINGS
+    assert answer["rows"] == ours
