@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="print one report from the warehouse")
     report.add_argument("name", help="durations, failure_reasons, storage_quota or retention_expiry")
+
+    sql = commands.add_parser(
+        "sql", help="a read-only SQL prompt on the warehouse (statements separated by ';' when piped in)")
+    sql.add_argument("-c", dest="statements", metavar="SQL", help="run these statements and exit")
+    sql.add_argument("--csv", action="store_true", help="print every row as CSV, not a table of the first rows")
     return parser
 
 
@@ -125,6 +130,13 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from audian_pipeline.warehouse.reports import print_report
 
     return print_report(settings, args.name)
+
+
+def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.lake.paths import warehouse_path
+    from audian_pipeline.warehouse.prompt import run_sql
+
+    return run_sql(warehouse_path(settings.data_dir), args.statements, csv_output=args.csv)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""An analyst opens the warehouse with their own DuckDB 1.4+ CLI or driver, which refuses the
+"""An analyst opens the warehouse with what they have: `audian-pipeline sql` (the DuckDB the
+pipeline installs, no CLI needed), or their own DuckDB 1.4+ CLI or driver, which refuses the
 files DuckDB 2.0 writes by default. DuckDB 1.x runs for real, from a scratch venv."""
 
 from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -13,7 +18,7 @@ import duckdb
 import pytest
 
 from audian_pipeline.lake.paths import warehouse_path
-from audian_pipeline.warehouse.load import BASE_NAME, STORAGE_VERSION, TABLES, builds_dir
+from audian_pipeline.warehouse.load import BASE_NAME, STORAGE_VERSION, TABLES, _held, builds_dir
 from audian_pipeline.warehouse.reports import REPORTS
 
 from test_warehouse import DAYS, RECORDINGS as RECORDING_ROWS, lake_fixture, load, query  # noqa: F401 (the `lake` fixture)
@@ -116,3 +121,112 @@ def test_duckdb_1x_reads_every_table_and_report_view(lake, duckdb_1x):
     assert {*TABLES, *REPORTS.values(), "pipeline_settings", "warehouse_partitions"} <= set(answer["rows"])
     assert len(answer["rows"]["recordings"]) == RECORDINGS
     assert answer["rows"] == ours
+
+
+# -- audian-pipeline sql ------------------------------------------------------------------
+
+def sql(data_dir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AUDIAN_DATA_DIR": str(data_dir)}
+    return subprocess.run([sys.executable, "-m", "audian_pipeline.cli", "sql", *args], input=stdin,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
+    assert done.returncode == 1, done
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_sql_runs_one_statement(lake):
+    load(lake)
+    done = sql(lake, "-c", "select count(*) as recordings_held from recordings")
+    assert done.returncode == 0, done.stderr
+    assert "recordings_held" in done.stdout and re.search(rf"│\s+{RECORDINGS}\s+│", done.stdout), done.stdout
+
+
+def test_sql_reads_piped_statements_in_order(lake):
+    load(lake)
+    done = sql(lake, stdin="select 'first' as which;\nselect count(*) as calls_held from calls;\n"
+                           "select ';' as semicolon_in_a_string;\n")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.index("first") < out.index("calls_held") < out.index("semicolon_in_a_string"), out
+
+
+def test_sql_csv_prints_every_row(lake):
+    load(lake)
+    done = sql(lake, "--csv", "-c", "select recording_id from recordings order by 1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "recording_id" and len(lines) == RECORDINGS + 1
+    assert lines[1:] == [r[0] for r in query(lake, "SELECT recording_id FROM recordings ORDER BY 1")]
+
+
+def test_sql_a_bad_statement_is_one_line_and_stops_the_input(lake):
+    load(lake)
+    done = sql(lake, stdin="select 'ran' as before_the_error;\nselect * from no_such_table;\n"
+                           "select 'never' as after;\n")
+    assert_one_line_error(done, "statement 2 of 3", "no_such_table")
+    assert "before_the_error" in done.stdout and "never" not in done.stdout
+
+    assert_one_line_error(sql(lake, "-c", "select from where"), "syntax error")
+
+
+def test_sql_opens_the_warehouse_read_only(lake):
+    load(lake)
+    assert_one_line_error(sql(lake, "-c", "create table mine as select 1 as x"), "read-only")
+    assert query(lake, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'mine'") == [(0,)]
+
+
+def test_sql_without_a_warehouse_says_how_to_make_one(data_dir):
+    assert_one_line_error(sql(data_dir, "-c", "select 1"), "no warehouse", "audian-pipeline run")
+
+
+class Terminal:
+    """The far side of a pseudo-terminal: what a person at the prompt would type and read."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    def type(self, text: bytes) -> None:
+        os.write(self.fd, text)
+
+    def read_until(self, text: str) -> str:
+        """Output up to and including `text`, consumed (bounded: fails after 60 s of silence)."""
+        while text.encode() not in self.pending:
+            ready, _, _ = select.select([self.fd], [], [], 60)
+            assert ready, f"no {text!r} in {self.pending.decode(errors='replace')!r}"
+            self.pending += os.read(self.fd, 4096)
+        head, _, self.pending = self.pending.partition(text.encode())
+        return (head + text.encode()).decode(errors="replace")
+
+
+def test_sql_prompt_holds_no_file_while_it_waits(lake):
+    load(lake)
+    build = warehouse_path(lake).resolve()
+    main, terminal = pty.openpty()
+    env = {**os.environ, "AUDIAN_DATA_DIR": str(lake), "TERM": "dumb"}
+    proc = subprocess.Popen([sys.executable, "-m", "audian_pipeline.cli", "sql"], stdin=terminal, stdout=terminal,
+                            stderr=terminal, env=env, close_fds=True)
+    os.close(terminal)
+    screen = Terminal(main)
+    try:
+        screen.read_until("warehouse> ")
+        screen.type(b"select 40 + 2\n")
+        screen.read_until("...> ")
+        screen.type(b"  as answer;\n")
+        assert "42" in screen.read_until("warehouse> ")
+        assert not _held(build)  # waiting for the next statement, it has the file closed
+
+        screen.type(b"select * from nope;\n")
+        answer = screen.read_until("warehouse> ")
+        assert "nope" in answer and "Traceback" not in answer
+        screen.type(b"\x04")  # Ctrl-D
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        os.close(main)
