@@ -92,23 +92,25 @@ print(json.dumps({"version": duckdb.__version__, "rows": rows}))
 """Every table and view, every value as text (so the driver needs no pytz for TIMESTAMPTZ)."""
 
 
-@pytest.fixture(scope="module", params=["duckdb>=1.4,<1.5", "duckdb>=1.5,<2"], ids=["duckdb-1.4", "duckdb-1.5"])
+@pytest.fixture(scope="module", params=["1.4", "1.5"], ids=lambda minor: f"duckdb-{minor}")
 def duckdb_1x(request, tmp_path_factory) -> Path:
-    """The python of a scratch venv holding a DuckDB 1.x: the oldest supported one and the newest."""
-    home = tmp_path_factory.mktemp("duckdb-1x")
+    """The bin/ of a scratch venv holding a DuckDB 1.x driver (python) and CLI (duckdb): the oldest
+    supported release and the newest 1.x."""
+    home = tmp_path_factory.mktemp(f"duckdb-{request.param}")
     venv.create(home, with_pip=True)
-    python = home / "bin" / "python"
-    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", request.param],
+    minor = request.param
+    wanted = [f"duckdb=={minor}.*", f"duckdb-cli=={minor}.*"]
+    installed = subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "-q", *wanted],
                                capture_output=True, text=True, timeout=600)
     if installed.returncode != 0:
-        pytest.skip(f"pip could not install {request.param!r} into a scratch venv: {installed.stderr.strip()[-300:]}")
-    return python
+        pytest.skip(f"pip could not install {wanted} into a scratch venv: {installed.stderr.strip()[-300:]}")
+    return home / "bin"
 
 
 @pytest.mark.slow
 def test_duckdb_1x_reads_every_table_and_report_view(lake, duckdb_1x):
     load(lake)
-    read = subprocess.run([str(duckdb_1x), "-c", READER, str(warehouse_path(lake))],
+    read = subprocess.run([str(duckdb_1x / "python"), "-c", READER, str(warehouse_path(lake))],
                           capture_output=True, text=True, timeout=120)
     assert read.returncode == 0, read.stderr
     answer = json.loads(read.stdout)
@@ -121,6 +123,19 @@ def test_duckdb_1x_reads_every_table_and_report_view(lake, duckdb_1x):
     assert {*TABLES, *REPORTS.values(), "pipeline_settings", "warehouse_partitions"} <= set(answer["rows"])
     assert len(answer["rows"]["recordings"]) == RECORDINGS
     assert answer["rows"] == ours
+
+
+@pytest.mark.slow
+def test_the_readme_command_opens_the_warehouse_in_the_duckdb_1x_cli(lake, duckdb_1x):
+    load(lake)
+    views = " UNION ALL ".join(f"SELECT '{v}', count(*) FROM {v}" for v in REPORTS.values())
+    done = subprocess.run([str(duckdb_1x / "duckdb"), "-readonly", "-csv", "-noheader", str(warehouse_path(lake)),
+                           f"SELECT version(); SELECT count(*) FROM recordings; {views};"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    version, recordings, *per_view = done.stdout.splitlines()
+    assert version.startswith("v1.") and int(recordings) == RECORDINGS
+    assert [line.split(",")[0] for line in per_view] == list(REPORTS.values())
 
 
 # -- audian-pipeline sql ------------------------------------------------------------------
