@@ -7,6 +7,7 @@ import logging
 import sys
 from datetime import date, datetime, timezone
 
+from audian_pipeline.emulator.demo_account import DEMO_DAYS, DEMO_PER_DAY, DEMO_SEED
 from audian_pipeline.settings import (
     DEFAULT_API_PORT,
     DEFAULT_STORAGE_PORT,
@@ -14,6 +15,9 @@ from audian_pipeline.settings import (
     SettingError,
     Settings,
 )
+
+DEFAULT_WEBHOOK_URL = f"http://127.0.0.1:{DEFAULT_WEBHOOKS_PORT}/webhooks/audian"
+"""Where `audian-pipeline webhooks` listens by default, so the two work together when started by hand."""
 
 
 def _timestamp(text: str) -> datetime:
@@ -31,19 +35,29 @@ def _emulator_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-port", type=int, default=DEFAULT_STORAGE_PORT,
                         help="port of the storage host that serves signed download URLs "
                              f"(default {DEFAULT_STORAGE_PORT})")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the generated account (default 7)")
-    parser.add_argument("--days", type=int, default=35,
-                        help="days of history before the clock (default 35; older than 30 are deleted)")
-    parser.add_argument("--per-day", type=int, default=40, help="recordings created per day (default 40)")
+    _account_args(parser)
     parser.add_argument("--clock", type=_timestamp, default=None,
                         help="freeze the emulator's clock at this ISO instant (default: run with the real clock)")
-    parser.add_argument("--webhook-url", default=None, help="deliver signed webhooks to this URL (default: none)")
+    parser.add_argument("--webhook-url", default=DEFAULT_WEBHOOK_URL,
+                        help=f"deliver signed webhooks to this URL (default {DEFAULT_WEBHOOK_URL}, where "
+                             "`audian-pipeline webhooks` listens); held and retried while nothing listens there")
+    parser.add_argument("--no-webhooks", action="store_true", help="deliver no webhooks at all")
     parser.add_argument("--faults", type=float, default=0.0, metavar="RATE",
                         help="turn every fault on at this rate, e.g. 0.1 (default 0: no faults)")
     parser.add_argument("--contract-variations", action="store_true",
                         help="answer as the contract allows, not only in the friendliest shape: nulls before "
                              "completion, extra fields, recordings that settle later, URLs expiring after a cut, "
                              "unsafe IDs; with cut downloads and 429 Retry-After as faults unless --faults sets them")
+
+
+def _account_args(parser: argparse.ArgumentParser) -> None:
+    """The emulated account; the defaults are the demo's, shared by demo, emulator and dev."""
+    parser.add_argument("--seed", type=int, default=DEMO_SEED,
+                        help=f"seed of the generated account (default {DEMO_SEED})")
+    parser.add_argument("--days", type=int, default=DEMO_DAYS,
+                        help=f"days of history before the clock (default {DEMO_DAYS}; older than 30 are deleted)")
+    parser.add_argument("--per-day", type=int, default=DEMO_PER_DAY,
+                        help=f"recordings created per day (default {DEMO_PER_DAY})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="start the emulator and the receiver, backfill every retained day, print the reports")
-    demo.add_argument("--days", type=int, default=35, help="days of emulated history (default 35)")
-    demo.add_argument("--per-day", type=int, default=12, help="recordings per day (default 12)")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the emulated account (default 7)")
+    _account_args(demo)
+
+    dev = commands.add_parser(
+        "dev", help="the emulator, the receiver and the Dagster UI wired together (the demo's account); "
+                    "Ctrl-C stops them all")
+    dev.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
 
     run = commands.add_parser("run", help="materialise every asset for a day range, in one process")
     run.add_argument("--start", type=_day, required=True, help="first UTC day, YYYY-MM-DD")
@@ -91,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.emulator.demo_account import DEMO_MAX_DURATION, reusable_epoch
     from audian_pipeline.emulator.faults import FaultConfig
     from audian_pipeline.emulator.server import serve
     from audian_pipeline.emulator.variations import REALISTIC_FAULTS, Variations
@@ -98,9 +116,13 @@ def _cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     faults = FaultConfig.everything(args.faults) if args.faults else None
     if args.contract_variations and faults is None:
         faults = REALISTIC_FAULTS
+    epoch = None if args.clock else reusable_epoch(
+        settings.data_dir, seed=args.seed, days=args.days, per_day=args.per_day, max_duration=DEMO_MAX_DURATION,
+        variations=Variations.realistic().to_dict() if args.contract_variations else None)
     serve(
-        seed=args.seed, days=args.days, per_day=args.per_day, clock=args.clock,
-        api_key=settings.api_key, webhook_url=args.webhook_url, webhook_secret=settings.webhook_secret,
+        seed=args.seed, days=args.days, per_day=args.per_day, clock=args.clock, epoch=epoch,
+        api_key=settings.api_key, webhook_url=None if args.no_webhooks else args.webhook_url,
+        webhook_secret=settings.webhook_secret,
         faults=faults, variations=Variations.realistic() if args.contract_variations else None,
         host=args.host, port=args.port, storage_port=args.storage_port,
     )
@@ -118,6 +140,12 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from audian_pipeline.demo import run_demo
 
     return run_demo(days=args.days, per_day=args.per_day, seed=args.seed, settings=settings)
+
+
+def _cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.dev import run_dev
+
+    return run_dev(args.port, settings)
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:

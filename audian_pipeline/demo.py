@@ -15,6 +15,7 @@ from datetime import timedelta
 import uvicorn
 
 from audian_pipeline.defs.resources import AudianResource
+from audian_pipeline.emulator.demo_account import demo_emulator_options
 from audian_pipeline.emulator.server import bind, start_emulator
 from audian_pipeline.lake.paths import events_db
 from audian_pipeline.runner import run_range
@@ -37,8 +38,9 @@ def start_receiver(settings: Settings) -> tuple[str, uvicorn.Server]:
 
 def run_demo(days: int, per_day: int, seed: int, settings: Settings) -> int:
     receiver_url, receiver = start_receiver(settings)
-    emulator = start_emulator(seed=seed, days=days, per_day=per_day, api_key=settings.api_key,
-                              webhook_secret=settings.webhook_secret, webhook_url=receiver_url + "/webhooks/audian")
+    emulator = start_emulator(**demo_emulator_options(settings.data_dir, seed=seed, days=days, per_day=per_day),
+                              api_key=settings.api_key, webhook_secret=settings.webhook_secret,
+                              webhook_url=receiver_url + "/webhooks/audian")
     try:
         print(f"emulator: API {emulator.api_url}, storage {emulator.storage_url}; "
               f"{len(emulator.account.visible())} recordings listed over {RETENTION_DAYS} retained days")

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-from datetime import timedelta
+import time
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import requests
+
+from audian_pipeline.lake.parquet import read_rows
+from audian_pipeline.lake.paths import events_db
+from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDING_EVENTS
+from audian_pipeline.settings import DEMO_API_KEY
+from audian_pipeline.webhooks.store import EventStore
 
 from servers import free_port, wait_until_answers
 
@@ -60,8 +70,8 @@ def dagster_webserver(tmp_path_factory, emulator):
         log.close()
 
 
-def _graphql(url: str, query: str) -> dict:
-    answer = requests.post(url + "/graphql", json={"query": query}, timeout=30)
+def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    answer = requests.post(url + "/graphql", json={"query": query, "variables": variables or {}}, timeout=30)
     answer.raise_for_status()
     return answer.json()["data"]
 
@@ -119,3 +129,114 @@ def test_chromium_renders_the_asset_graph_and_a_report_asset(dagster_webserver):
         assert "Something went wrong" not in dom and "PythonError" not in dom
         assert "No assets were found" not in dom and "Join the Dagster community" not in dom
     assert (ARTIFACTS / "asset_graph.png").stat().st_size > 10_000
+
+
+# ---- `make dev`: the launcher wires the emulator, the receiver and the UI -----------------
+
+BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+  ... on PartitionKeysNotFoundError { message } ... on UnauthorizedError { message } } }"""
+BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  ... on PartitionBackfill { status runIds: runs(limit: 10) { runId status } } ... on PythonError { message } } }"""
+BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def _launcher_api_url(log: Path, process: subprocess.Popen, timeout: float = 60) -> str:
+    """The emulator's address, from the launcher's first line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"emulator: API (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    pytest.fail(f"the launcher printed no emulator address:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _completed_recordings(api_url: str, days: set[str]) -> set[str]:
+    ids, offset = set(), 0
+    while True:
+        page = requests.get(f"{api_url}/v2/recordings", params={"limit": 200, "offset": offset},
+                            headers={"X-Auth-Token": DEMO_API_KEY}, timeout=30).json()
+        ids |= {r["recording_id"] for r in page["data"] if r["status"] == "completed" and r["created_at"][:10] in days}
+        if not page["pagination"]["has_more"]:
+            return ids
+        offset += page["pagination"]["limit"]
+
+
+def _wait_for_checksums(data_dir: Path, wanted: set[str], timeout: float = 120) -> None:
+    """The webhooks of these recordings reached the receiver: the backfill can verify them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events_db(data_dir).exists():
+            with EventStore(events_db(data_dir)) as store:
+                if wanted <= {e.recording_id for e in store.events_after(0, "recording.completed")}:
+                    return
+        time.sleep(0.5)
+    pytest.fail("the emulator's recording.completed webhooks did not reach the launcher's receiver")
+
+
+def _wait_for_backfill(url: str, backfill_id: str, timeout: float = 420) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backfill = _graphql(url, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        if backfill.get("status") in BACKFILL_DONE:
+            return backfill
+        time.sleep(2)
+    pytest.fail(f"backfill {backfill_id} did not finish within {timeout} s")
+
+
+@pytest.mark.slow
+def test_make_dev_wires_a_ui_backfill_that_archives_audio_and_stops_on_ctrl_c(tmp_path):
+    """`audian-pipeline dev` (what `make dev` runs): a backfill launched through the UI's GraphQL
+    API archives verified audio and brings the receiver's events into the lake; Ctrl-C stops
+    the UI, the emulator and the receiver."""
+    home, data_dir = tmp_path / "dagster_home", tmp_path / "data"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUDIAN_", "DAGSTER_"))}
+    env.update(DAGSTER_HOME=str(home), AUDIAN_DATA_DIR=str(data_dir))
+    port, log_path = free_port(), tmp_path / "dev.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        command = [str(Path(sys.executable).with_name("audian-pipeline")), "dev", "--port", str(port)]
+        launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    try:
+        api_url = _launcher_api_url(log_path, launcher)
+        try:
+            wait_until_answers(url + "/server_info", 180, launcher)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"the launcher's UI did not come up ({exc}):\n{log_path.read_text(errors='replace')[-3000:]}")
+        today = datetime.now(timezone.utc).date()
+        days = [(today - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
+        _wait_for_checksums(data_dir, _completed_recordings(api_url, set(days)))
+
+        launched = _graphql(url, BACKFILL, {"params": {
+            "partitionNames": days,
+            "assetSelection": [{"path": [name]} for name in ("recordings", "recording_audio", "recording_events")],
+        }})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill = _wait_for_backfill(url, launched["backfillId"])
+
+        assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), (backfill, log_path.read_text()[-3000:])
+        assert len(backfill["runIds"]) == 1, "a single-run backfill"
+        manifest = [row for day in days for row in read_rows(data_dir, RECORDING_AUDIO, date.fromisoformat(day))]
+        outcomes = Counter(row["outcome"] for row in manifest)
+        assert outcomes["verified"] > 0 and outcomes["no_checksum_yet"] == 0, outcomes
+        assert len(list((data_dir / "audio").rglob("*.*"))) >= outcomes["verified"]
+        assert sum(len(read_rows(data_dir, RECORDING_EVENTS, date.fromisoformat(day))) for day in days) > 0
+        assert json.loads((data_dir / "account.json").read_text())["kind"] == "emulator"
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in make dev's terminal sends
+        try:
+            code = launcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            raise
+    assert code == 0, log_path.read_text(errors="replace")[-3000:]
+    for stopped in (url + "/server_info", api_url + "/_emulator/account"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(stopped, timeout=5)

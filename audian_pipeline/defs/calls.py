@@ -35,6 +35,7 @@ UNIQUE_CALL_IDS = "unique_call_id"
 )
 @retried_only_if_transient
 def calls(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
+    lake.claim_account(audian)
     client = audian.get_client()
     before = Counter(client.stats)
     synced: list[CallsDay] = []

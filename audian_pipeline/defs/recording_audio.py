@@ -58,6 +58,7 @@ DOWNLOADS = "downloads_succeed"
 def recording_audio(
     context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource
 ) -> dg.MaterializeResult:
+    lake.claim_account(audian)
     client = audian.get_client()
     before = Counter(client.stats)
     archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run.run_id))

@@ -37,6 +37,7 @@ UNIQUE_IDS = "unique_recording_id"
 )
 @retried_only_if_transient
 def recordings(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeResource) -> dg.MaterializeResult:
+    lake.claim_account(audian)
     client = audian.get_client()
     before = Counter(client.stats)
     synced: list[DaySync] = []

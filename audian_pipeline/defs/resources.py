@@ -14,10 +14,12 @@ from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
+import requests
 from pydantic import PrivateAttr
 
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.defs.partitions import check_partitions_start
+from audian_pipeline.lake.account import AccountIdentity, audian_identity, claim, emulator_identity
 from audian_pipeline.settings import (
     DEFAULT_API_URL,
     DEFAULT_DATA_DIR,
@@ -67,6 +69,25 @@ class AudianResource(dg.ConfigurableResource):
             self._client.close()
             self._client = None
 
+    def account_identity(self) -> AccountIdentity | None:
+        """Which account this API serves (see `lake/account.py`); None when the API cannot be
+        reached, in which case the run's first API call fails with the client's own message.
+
+        Asks `GET /_emulator/account` without the key: the emulator answers its parameters,
+        anything else (Audian's 404 or 401) means a real account."""
+        url = self.resolved_api_url()
+        try:
+            answer = requests.get(url + "/_emulator/account", timeout=10, allow_redirects=False)
+        except requests.RequestException:
+            return None
+        try:
+            parameters = answer.json()["emulator_account"] if answer.status_code == 200 else None
+        except (ValueError, KeyError, TypeError):
+            parameters = None
+        if isinstance(parameters, dict):
+            return emulator_identity(parameters)
+        return audian_identity(url, self._resolved_api_key())
+
     def get_client(self) -> AudianClient:
         if self._client is None:
             self._client = AudianClient(
@@ -102,6 +123,13 @@ class LakeResource(dg.ConfigurableResource):
                 f"AUDIAN_DATA_DIR={path} is not a writable directory ({exc.strerror}); "
                 "point AUDIAN_DATA_DIR at a directory this user can write."
             ) from None
+
+    def claim_account(self, audian: AudianResource) -> None:
+        """Refuse to write one account's data into another's lake (see `lake/account.py`).
+        Every asset that reads the API calls this before its first write."""
+        identity = audian.account_identity()
+        if identity is not None:
+            claim(self.path, identity)
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import requests
+import urllib3
 
 from audian_pipeline.emulator.account import Account, RecordingRecord, iso, stable_hash
 from audian_pipeline.emulator.audio import AudioCache
@@ -95,6 +96,8 @@ class WebhookDelivery:
         self.api_url, self.audio_cache = api_url, audio_cache
         self.max_attempts, self.poll_seconds = max_attempts, poll_seconds
         self.stats = DeliveryStats()
+        self._unreachable = False
+        self._gave_up_before = False
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._delivered_until: datetime | None = None
@@ -163,23 +166,71 @@ class WebhookDelivery:
                 self._queue.task_done()
 
     def _deliver(self, wid: str, body: bytes) -> None:
-        for attempt in range(self.max_attempts):
-            timestamp = int(time.time())
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": wid,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(self.secret, wid, timestamp, body),
-            }
-            try:
-                answer = self._session.post(self.url, data=body, headers=headers, timeout=10)
-                if 200 <= answer.status_code < 300:
-                    self.stats.add(delivered=1)
-                    return
-            except requests.RequestException:
-                pass
+        """Up to `max_attempts` answers that are not 2xx (or time out), then give up. While nothing
+        listens at the URL at all (a receiver not started yet), the event waits instead, retried
+        with back-off up to `UNREACHABLE_BACKOFF_CAP` seconds, however long that takes: the
+        webhooks are the only source of checksums, and the emulator and receiver are often
+        started by hand one after the other. One log line when that starts, one when it ends."""
+        attempt, waits = 0, 0
+        while attempt < self.max_attempts:
+            status = self._post(wid, body)
+            if status is not None and 200 <= status < 300:
+                self.stats.add(delivered=1)
+                self._set_unreachable(False)
+                return
             self.stats.add(retries=1)
-            if self._stop.wait(min(5.0, 0.1 * 2**attempt)):
+            if status is None:
+                waits += 1
+                delay = min(UNREACHABLE_BACKOFF_CAP, 0.5 * 2 ** min(waits, 8))
+            else:
+                attempt += 1
+                delay = min(5.0, 0.1 * 2**attempt)
+            if self._stop.wait(delay):
                 return
         self.stats.add(given_up=1)
-        log.warning("gave up delivering webhook %s after %d attempts", wid, self.max_attempts)
+        self._log_given_up(wid)
+
+    def _post(self, wid: str, body: bytes) -> int | None:
+        """The answer's status; 0 for a timeout or a dropped connection; None when nothing listens."""
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": wid,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self.secret, wid, timestamp, body),
+        }
+        try:
+            return self._session.post(self.url, data=body, headers=headers, timeout=10).status_code
+        except requests.RequestException as exc:
+            if _nothing_listens(exc):
+                self._set_unreachable(True)
+                return None
+            return 0
+
+    def _set_unreachable(self, unreachable: bool) -> None:
+        with self.stats.lock:
+            changed, self._unreachable = self._unreachable != unreachable, unreachable
+        if changed and unreachable:
+            log.warning("nothing listens at %s yet: holding the webhooks and retrying every %.0f s at most "
+                        "(start the receiver: audian-pipeline webhooks)", self.url, UNREACHABLE_BACKOFF_CAP)
+        elif changed:
+            log.info("%s answers: delivering the held webhooks", self.url)
+
+    def _log_given_up(self, wid: str) -> None:
+        """The first give-up says why; the rest are counted in `stats`, not logged one by one."""
+        with self.stats.lock:
+            first, self._gave_up_before = not self._gave_up_before, True
+        if first:
+            log.warning("gave up delivering webhook %s to %s after %d attempts (is AUDIAN_WEBHOOK_SECRET the "
+                        "receiver's?); later ones are counted, not logged", wid, self.url, self.max_attempts)
+
+
+UNREACHABLE_BACKOFF_CAP = 10.0
+
+
+def _nothing_listens(exc: requests.RequestException) -> bool:
+    """Connection refused or never established, as opposed to a receiver that answered badly."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, urllib3.exceptions.NewConnectionError)

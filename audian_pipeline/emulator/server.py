@@ -12,15 +12,25 @@ import socket
 import tempfile
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from audian_pipeline.emulator.account import Account, Clock
+from audian_pipeline.emulator.account import Account, Clock, utc
 from audian_pipeline.emulator.app import Emulator, api_app, storage_app
 from audian_pipeline.emulator.audio import AudioCache
 from audian_pipeline.emulator.delivery import WebhookDelivery
+from audian_pipeline.emulator.demo_account import (
+    DEMO_DAYS,
+    DEMO_MAX_DURATION,
+    DEMO_PER_DAY,
+    DEMO_SEED,
+    account_parameters,
+)
 from audian_pipeline.emulator.faults import FaultConfig, Faults
 from audian_pipeline.emulator.variations import Variations
 from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
@@ -57,6 +67,8 @@ class RunningEmulator:
     api_url: str
     storage_url: str
     emulator: Emulator
+    parameters: dict[str, Any]
+    """What regenerates this account (`GET /_emulator/account` answers them)."""
     delivery: WebhookDelivery | None
     _servers: list[uvicorn.Server]
     _thread: threading.Thread | None
@@ -86,10 +98,11 @@ class RunningEmulator:
 
 def build(
     *,
-    seed: int = 7,
-    days: int = 35,
-    per_day: int = 40,
+    seed: int = DEMO_SEED,
+    days: int = DEMO_DAYS,
+    per_day: int = DEMO_PER_DAY,
     clock: datetime | None = None,
+    epoch: datetime | None = None,
     api_key: str = DEMO_API_KEY,
     webhook_url: str | None = None,
     webhook_secret: str = DEMO_WEBHOOK_SECRET,
@@ -98,12 +111,21 @@ def build(
     port: int = 0,
     storage_port: int = 0,
     cache_dir: Path | None = None,
-    max_duration: int = 1200,
+    max_duration: int = DEMO_MAX_DURATION,
     quota_bytes: int | None = None,
     variations: Variations | None = None,
 ) -> tuple[RunningEmulator, list[tuple[uvicorn.Server, socket.socket]]]:
-    account = Account(seed=seed, days=days, per_day=per_day, clock=Clock(clock), max_duration=max_duration,
+    """`clock` freezes the emulator at that instant; otherwise it runs with the wall clock, and
+    `epoch` (default: now) is the instant its history is generated from (see `demo_account`)."""
+    if clock is not None and epoch is not None:
+        raise ValueError("give the emulator a frozen clock or an epoch, not both")
+    generated_at = utc(clock or epoch or datetime.now(timezone.utc))
+    account = Account(seed=seed, days=days, per_day=per_day, clock=Clock(generated_at), max_duration=max_duration,
                       variations=variations)
+    if clock is None:
+        account.clock = Clock()  # the history stands as generated; time runs on from the wall clock
+    parameters = account_parameters(seed=seed, days=days, per_day=per_day, max_duration=max_duration,
+                                    variations=variations.to_dict() if variations else None, epoch=generated_at)
     api_sock, storage_sock = bind(host, port), bind(host, storage_port)
     api_url = f"http://{host}:{api_sock.getsockname()[1]}"
     storage_url = f"http://{host}:{storage_sock.getsockname()[1]}"
@@ -113,11 +135,25 @@ def build(
     delivery = None
     if webhook_url:
         delivery = WebhookDelivery(account, webhook_url, webhook_secret, emulator.faults, api_url, cache)
+    api = api_app(emulator)
+    api.add_route("/_emulator/account", _account_endpoint(parameters), methods=["GET"])
     servers = []
-    for app, sock in ((api_app(emulator), api_sock), (storage_app(emulator), storage_sock)):
+    for app, sock in ((api, api_sock), (storage_app(emulator), storage_sock)):
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=30)
         servers.append((uvicorn.Server(config), sock))
-    return RunningEmulator(api_url, storage_url, emulator, delivery, [s for s, _ in servers], None), servers
+    running = RunningEmulator(api_url, storage_url, emulator, parameters, delivery, [s for s, _ in servers], None)
+    return running, servers
+
+
+def _account_endpoint(parameters: dict[str, Any]):
+    """Which generated account this is, so a data directory can tell it from another. Open to
+    anyone, like the rest of `/_emulator/`: the parameters are no secret, and a client probing
+    whether it talks to an emulator need not send its key to a path Audian does not have."""
+
+    async def account(request: Request) -> JSONResponse:
+        return JSONResponse({"emulator_account": parameters})
+
+    return account
 
 
 async def _serve_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
@@ -143,9 +179,11 @@ def start_emulator(**options) -> RunningEmulator:
 def serve(**options) -> None:
     """Serve in the foreground until interrupted (Ctrl-C stops both listeners)."""
     running, servers = build(**options)
+    webhooks = (f"webhooks to {running.delivery.url} (retried until something listens; --no-webhooks: none)"
+                if running.delivery else "no webhooks")
     print(f"Audian emulator: API {running.api_url}, storage {running.storage_url}, "
-          f"{len(running.account.visible())} recordings listed, seed {running.account.seed}; Ctrl-C stops it",
-          flush=True)
+          f"{len(running.account.visible())} recordings listed, seed {running.account.seed}, "
+          f"generated at {running.parameters['epoch']}; {webhooks}; Ctrl-C stops it", flush=True)
     if running.delivery:
         running.delivery.start()
     try:
