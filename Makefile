@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 3000
 # dg warns when the venv it finds in the project is not the active one: make activates it.
-DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(CURDIR)/dagster_home $(VENV)/bin/dg
+DG_ENV := VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(CURDIR)/dagster_home
+DG := $(DG_ENV) $(VENV)/bin/dg
 
 .PHONY: demo test test-fast lint bench dev clean chromium
 
@@ -41,8 +42,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m tests.benchmarks.run
 
+# The emulator (the demo's account), the webhook receiver and `dg dev` on PORT, wired together
+# (audian_pipeline/dev.py); Ctrl-C stops all three.
 dev: $(STAMP)
-	$(DG) dev --port $(PORT)
+	$(DG_ENV) $(VENV)/bin/audian-pipeline dev --port $(PORT)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

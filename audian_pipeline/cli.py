@@ -85,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start", type=_day, required=True, help="first UTC day, YYYY-MM-DD")
     run.add_argument("--end", type=_day, required=True, help="last UTC day, YYYY-MM-DD (inclusive)")
 
-    report = commands.add_parser("report", help="print one report from the warehouse")
+    report = commands.add_parser("report", help="print one report from the warehouse: a summary that fits 100 columns")
     report.add_argument("name", help="durations, failure_reasons, storage_quota or retention_expiry")
+    report_form = report.add_mutually_exclusive_group()
+    report_form.add_argument("--full", action="store_true", help="print every row and column of the view")
+    report_form.add_argument("--csv", action="store_true", help="print every row of the view as CSV")
+    report_form.add_argument("--html", metavar="FILE",
+                             help="write a self-contained page with the chart, the summary and every row")
 
     sql = commands.add_parser(
         "sql", help="a read-only SQL prompt on the warehouse (statements separated by ';' when piped in)")
@@ -155,9 +160,12 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
     from audian_pipeline.warehouse.reports import print_report
 
-    return print_report(settings, args.name)
+    html_path = Path(args.html) if args.html else None
+    return print_report(settings, args.name, full=args.full, csv=args.csv, html_path=html_path)
 
 
 def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,17 +5,30 @@ by tests/test_warehouse.py's hand-made lake."""
 
 from __future__ import annotations
 
+import base64
+import csv
+import html
+import io
+import re
+import struct
+import zlib
 from datetime import timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from audian_pipeline import cli
+from audian_pipeline.defs.reports import report_assets
+from audian_pipeline.defs.resources import LakeResource, WarehouseResource
 from audian_pipeline.lake.parquet import to_table, write_partition
 from audian_pipeline.lake.paths import warehouse_path
 from audian_pipeline.lake.tables import RECORDINGS as RECORDINGS_TABLE
-from audian_pipeline.warehouse.reports import read_report
+from audian_pipeline.warehouse.charts import HEIGHT, SCALE, WIDTH
+from audian_pipeline.warehouse.reports import REPORTS, read_report
+from audian_pipeline.warehouse.summaries import MAX_ROWS
 
-from test_warehouse import AS_OF, D1, D4, DAYS, load, recording_rows, write_lake
+from test_warehouse import AS_OF, D1, D4, DAYS, QUOTA, load, recording_rows, write_lake
 
 
 def _rewrite_recordings(data_dir: Path, change: dict[str, dict]) -> None:
@@ -61,3 +74,137 @@ def test_storage_quota_projects_only_from_seven_days_of_history(data_dir):
     assert all(r["recent_daily_growth_bytes"] is None for r in rows if r["history_days"] < 7)
     header = (Path(__file__).parents[1] / "sql" / "reports" / "report_storage_quota.sql").read_text()
     assert "7 days of history" in header
+
+
+# -- summaries, charts, the CLI ------------------------------------------------------------
+
+def decode_png(data: bytes) -> tuple[int, int, bytes]:
+    """(width, height, unfiltered-row bytes) of a PNG, every chunk's CRC checked: an image a
+    viewer can open, not bytes that merely start like one."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    chunks, at = {}, 8
+    while at < len(data):
+        (length,), kind = struct.unpack(">I", data[at:at + 4]), data[at + 4:at + 8]
+        body, crc = data[at + 8:at + 8 + length], data[at + 8 + length:at + 12 + length]
+        assert struct.unpack(">I", crc)[0] == zlib.crc32(kind + body), f"bad CRC in {kind!r}"
+        chunks.setdefault(kind, []).append(body)
+        at += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][0][:10])
+    assert depth == 8 and colour in (2, 6) and b"IEND" in chunks
+    raw = zlib.decompress(b"".join(chunks[b"IDAT"]))
+    stride = 1 + width * (4 if colour == 6 else 3)
+    assert len(raw) == height * stride and all(raw[row * stride] <= 4 for row in range(height))
+    return width, height, raw
+
+
+def assert_a_drawn_chart(png: bytes) -> None:
+    width, height, raw = decode_png(png)
+    assert width >= WIDTH * SCALE and height >= HEIGHT * SCALE  # the plot area alone is that big
+    assert len(set(raw)) > 32, "a blank image"
+
+
+@pytest.fixture(name="loaded")
+def loaded_fixture(data_dir: Path) -> Path:
+    write_lake(data_dir)
+    load(data_dir)
+    return data_dir
+
+
+def test_each_report_has_a_short_summary_in_human_units_and_a_drawn_chart(loaded):
+    for name in REPORTS:
+        report = read_report(warehouse_path(loaded), name)
+        summary = report.summary()
+        assert 0 < len(summary.table) <= MAX_ROWS and summary.omitted == 0, name
+        assert all(str(c).strip() for c in summary.table.columns), f"{name}: an empty header"
+        assert all(isinstance(v, str) for v in summary.table.to_numpy().ravel())
+        assert summary.headline.endswith(".")
+        assert_a_drawn_chart(report.chart())
+    quota = read_report(warehouse_path(loaded), "storage_quota").summary()
+    assert quota.table["held"].str.endswith(("KiB", "MiB")).all() and quota.table["of quota"].str.endswith("%").all()
+    assert "full on 2026-10" in quota.headline
+    durations = read_report(warehouse_path(loaded), "durations").summary()
+    assert durations.table["mean"].str.endswith((" s", " min")).all()
+    assert list(durations.table["day"]) == [d.isoformat() for d in DAYS]  # one row per day, not per format
+
+
+def test_a_long_history_shows_the_latest_thirty_days(data_dir):
+    template = next(r for r in recording_rows() if r["recording_id"] == "r06")
+    first = AS_OF.date() - timedelta(days=34)
+    for n in range(35):
+        day = first + timedelta(days=n)
+        created = template["created_at"].replace(year=day.year, month=day.month, day=day.day)
+        row = {**template, "recording_id": f"x{n:02}", "created_at": created,
+               "expires_at": created + timedelta(days=30)}
+        write_partition(data_dir, RECORDINGS_TABLE, day, to_table(RECORDINGS_TABLE, [row]))
+    load(data_dir)
+    summary = read_report(warehouse_path(data_dir), "durations").summary()
+    assert (len(summary.table), summary.omitted) == (MAX_ROWS, 5)
+    assert summary.table["day"].iloc[-1] == AS_OF.date().isoformat()
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.main(["report", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_report_summary_fits_100_columns_with_full_csv_and_html(loaded, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("AUDIAN_DATA_DIR", str(loaded))
+    for name in REPORTS:
+        code, out, err = run_cli(capsys, name)
+        assert code == 0 and not err, err
+        assert max(len(line) for line in out.splitlines()) <= 100, name
+        assert "--full" in out and "``" not in out
+
+        code, out, _ = run_cli(capsys, name, "--csv")
+        rows = list(csv.DictReader(io.StringIO(out)))
+        view = read_report(warehouse_path(loaded), name)
+        assert code == 0 and len(rows) == len(view.rows) and list(rows[0]) == view.columns
+
+        code, out, _ = run_cli(capsys, name, "--full")
+        assert code == 0 and all(column in out for column in view.columns)
+
+        page = tmp_path / f"{name}.html"
+        code, out, _ = run_cli(capsys, name, "--html", str(page))
+        assert code == 0 and str(page) in out
+        text = page.read_text()
+        assert "<table" in text and "http://" not in text and "https://" not in text.replace(
+            "https://vega.github.io", "")  # nothing fetched: the page stands alone
+        image = re.search(r'src="data:image/png;base64,([^"]+)"', text)
+        assert image, "no inline chart"
+        assert_a_drawn_chart(base64.b64decode(image.group(1)))
+        for cell in view.summary().table.iloc[0]:
+            assert html.escape(cell) in text
+    # the durations CSV keeps whole numbers whole beside NULLs (channels of an unknown format)
+    _, out, _ = run_cli(capsys, "durations", "--csv")
+    assert {row["channels"] for row in csv.DictReader(io.StringIO(out))} == {"1", "2", ""}
+
+
+def test_cli_report_refuses_two_forms_at_once(loaded, capsys, monkeypatch):
+    monkeypatch.setenv("AUDIAN_DATA_DIR", str(loaded))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["report", "durations", "--csv", "--full"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--full: not allowed with argument --csv" in err
+
+
+def test_report_assets_attach_a_png_chart_and_a_summary_table(loaded):
+    resources = {"lake": LakeResource(data_dir=str(loaded)),
+                 "warehouse_settings": WarehouseResource(storage_quota_bytes=QUOTA)}
+    result = dg.materialize(report_assets, resources=resources)
+    assert result.success
+    for asset in report_assets:
+        name = asset.key.path[-1]
+        meta = result.asset_materializations_for_node(name)[0].metadata
+        chart = meta["chart"].value
+        assert "``" not in chart and "| |" not in chart
+        found = re.fullmatch(r"!\[chart of report_\w+\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", chart)
+        assert found, chart[:80]
+        assert_a_drawn_chart(base64.b64decode(found.group(1)))
+        table = meta["summary"].value
+        assert 0 < len(table.records) <= MAX_ROWS
+        assert all(c.name.strip() for c in table.schema.columns)
+        assert meta["headline"].value and meta["rows"].value == len(read_report(warehouse_path(loaded), name).rows)
+    quota = result.asset_materializations_for_node("report_storage_quota")[0].metadata["summary"].value
+    assert quota.records[-1].data["held"].endswith("MiB")
+

@@ -564,6 +564,9 @@ def test_cli_report(lake, capsys, monkeypatch):
         assert out.startswith(f"report_{name}: ") and "as of 2026-10-28 12:00:00 UTC" in out
     assert print_report(settings, "report_retention_expiry") == 0
     out = capsys.readouterr().out
+    assert "the first gone at 2026-10-28 20:00 UTC" in out and "3.05 MiB" in out
+    assert print_report(settings, "report_retention_expiry", full=True) == 0
+    out = capsys.readouterr().out
     assert "next_unverified_deadline" in out and "2026-10-28 20:00:00 UTC" in out and "3.05 MiB" in out
 
 
@@ -583,11 +586,8 @@ def test_dagster_materialises_the_warehouse_and_the_reports(lake):
     for asset in report_assets:
         name = asset.key.path[-1]
         meta = result.asset_materializations_for_node(name)[0].metadata
-        table = meta["report"].value
         view = read_report(warehouse_path(lake), name)
-        assert len(table.records) == len(view.rows) == meta["rows"].value
-        assert [c.name for c in table.schema.columns] == view.columns
-        assert "|" in meta["chart"].value and meta["as_of"].value
+        assert meta["rows"].value == len(view.rows)
+        assert meta["chart"].value.startswith("![chart of ") and meta["as_of"].value
     durations = result.asset_materializations_for_node("report_durations")[0].metadata
-    assert "█" in durations["chart"].value and durations["recordings"].value == sum(
-        1 for r in RECORDINGS if r[4] in STOPPED)
+    assert durations["recordings"].value == sum(1 for r in RECORDINGS if r[4] in STOPPED)

@@ -1,53 +1,41 @@
-"""`report_*`: one asset per report view of the warehouse, each showing its table and a chart."""
-
-from datetime import date, datetime
-from decimal import Decimal
+"""`report_*`: one asset per report view of the warehouse, each showing its chart and summary."""
 
 import dagster as dg
+import pandas as pd
 
 from audian_pipeline.defs.resources import LakeResource
 from audian_pipeline.lake.paths import warehouse_path
-from audian_pipeline.warehouse.reports import (
-    REPORTS,
-    Report,
-    chart_markdown,
-    description,
-    headline,
-    read_report,
-    sql_file,
-)
+from audian_pipeline.warehouse.charts import markdown_image
+from audian_pipeline.warehouse.reports import REPORTS, Report, description, read_report, sql_file
+from audian_pipeline.warehouse.summaries import key_figures
 
 
-def _table_metadata(report: Report) -> dg.MetadataValue:
-    types = []
-    for i in range(len(report.columns)):
-        values = [row[i] for row in report.rows if row[i] is not None]
-        sample = values[0] if values else None
-        if isinstance(sample, bool):
-            types.append("bool")
-        elif isinstance(sample, int):
-            types.append("int")
-        elif isinstance(sample, (float, Decimal)):
-            types.append("float")
-        elif isinstance(sample, (date, datetime)):
-            types.append("date" if not isinstance(sample, datetime) else "datetime")
-        else:
-            types.append("string")
-    records = [
-        dg.TableRecord({name: _cell(value) for name, value in zip(report.columns, row, strict=True)})
-        for row in report.rows
-    ]
-    schema = dg.TableSchema(
-        columns=[dg.TableColumn(name, kind) for name, kind in zip(report.columns, types, strict=True)])
-    return dg.MetadataValue.table(records=records, schema=schema)
+def _summary_table(table: pd.DataFrame) -> dg.MetadataValue:
+    """The summary in human units (MiB, minutes, %): every cell a display string, every column named."""
+    columns = [dg.TableColumn(str(name), "string") for name in table.columns]
+    records = [dg.TableRecord({str(k): v for k, v in row.items()}) for row in table.to_dict("records")]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 
 
-def _cell(value):
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    return value
+def _metadata(short: str, report: Report) -> dict[str, dg.MetadataValue | int | float | str | None]:
+    summary = report.summary()
+    metadata: dict[str, dg.MetadataValue | int | float | str | None] = {
+        "headline": dg.MetadataValue.text(summary.headline),
+        "chart": dg.MetadataValue.md(markdown_image(report.chart(), f"chart of {report.view}")),
+        "summary": _summary_table(summary.table),
+        "rows": len(report.rows),
+        "as_of": report.as_of.isoformat() if report.as_of else None,
+        "every_row": dg.MetadataValue.text(
+            f"audian-pipeline report {short} --full (or --csv, or --html {short}.html)"),
+        "sql": dg.MetadataValue.path(str(sql_file(short))),
+        "query": dg.MetadataValue.md(f"```sql\nSELECT * FROM {report.view};\n```"),
+    }
+    if summary.omitted:
+        metadata["summary_note"] = f"the latest {len(summary.table)} rows; {summary.omitted} earlier in --full"
+    for key, value in key_figures(report.view, report.frame()).items():
+        if value is not None:
+            metadata[key] = value
+    return metadata
 
 
 def _report_asset(short: str, view: str) -> dg.AssetsDefinition:
@@ -59,19 +47,7 @@ def _report_asset(short: str, view: str) -> dg.AssetsDefinition:
         description=description(short),
     )
     def _report(lake: LakeResource) -> dg.MaterializeResult:
-        report = read_report(warehouse_path(lake.path), short)
-        metadata: dict[str, dg.MetadataValue | int | float | str | None] = {
-            "report": _table_metadata(report),
-            "chart": dg.MetadataValue.md(chart_markdown(report)),
-            "rows": len(report.rows),
-            "as_of": report.as_of.isoformat() if report.as_of else None,
-            "sql": dg.MetadataValue.path(str(sql_file(short))),
-            "query": dg.MetadataValue.md(f"```sql\nSELECT * FROM {view};\n```"),
-        }
-        for key, value in headline(report).items():
-            if value is not None:
-                metadata[key] = value
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=_metadata(short, read_report(warehouse_path(lake.path), short)))
 
     return _report
 

@@ -1,4 +1,6 @@
-"""Read the report views from the published warehouse: rows, pandas, a text table, a chart.
+"""Read the report views from the published warehouse, and `audian-pipeline report NAME`: a
+summary that fits 100 columns, `--full` and `--csv` for every row, `--html` for a page with the
+chart.
 
 Every read opens `warehouse.duckdb` read-only and closes it straight after. Closing matters
 beyond politeness: DuckDB caches one database instance per path and process, so a connection
@@ -8,20 +10,26 @@ swapped in.
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import math
+import html
 import sys
+import textwrap
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
 import duckdb
+import pandas as pd
 
+from audian_pipeline.lake.files import atomic_writer, data_dir_error
 from audian_pipeline.lake.paths import warehouse_path
 from audian_pipeline.settings import Settings
+from audian_pipeline.warehouse.charts import SCALE, chart_png, png_size
 from audian_pipeline.warehouse.load import SQL_DIR
+from audian_pipeline.warehouse.summaries import Summary, format_value, summarise
 
 REPORTS = {
     "durations": "report_durations",
@@ -55,6 +63,18 @@ class Report:
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as pandas, DECIMAL columns as floats (pandas does no arithmetic on Decimal)."""
+        rows = [tuple(float(v) if isinstance(v, Decimal) else v for v in row) for row in self.rows]
+        return pd.DataFrame.from_records(rows, columns=self.columns)
+
+    def summary(self) -> Summary:
+        return summarise(self.view, self.frame())
+
+    def chart(self) -> bytes:
+        """The report's chart as PNG bytes."""
+        return chart_png(self.view, self.frame())
 
 
 def view_name(name: str) -> str:
@@ -105,175 +125,138 @@ def read_report(path: Path, name: str) -> Report:
                   as_of=as_of[0] if as_of else None)
 
 
-def print_report(settings: Settings, name: str, out: IO[str] | None = None) -> int:
-    """`audian-pipeline report NAME`: 0 printed, 1 no warehouse (or locked), 2 unknown name."""
+WIDTH_COLUMNS = 100
+"""`report NAME` prints a summary no wider than this; `--full` prints every column however wide."""
+
+
+def print_report(settings: Settings, name: str, out: IO[str] | None = None, *, full: bool = False,
+                 csv: bool = False, html_path: Path | None = None) -> int:
+    """`audian-pipeline report NAME`: 0 printed, 1 no warehouse (or locked, or the page could not
+    be written), 2 unknown name. Errors are one line on stderr."""
     out = out or sys.stdout
     try:
         view_name(name)
     except UnknownReport as exc:
-        print(f"audian-pipeline: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     path = warehouse_path(settings.data_dir)
     try:
         report = read_report(path, name)
     except WarehouseMissing:
-        print(
-            f"audian-pipeline: no warehouse at {path} yet: run `audian-pipeline run --start YYYY-MM-DD "
-            "--end YYYY-MM-DD` (or `audian-pipeline demo`) first, with the same AUDIAN_DATA_DIR.",
-            file=sys.stderr,
-        )
-        return 1
+        return _fail(f"no warehouse at {path} yet: run `audian-pipeline run --start YYYY-MM-DD --end YYYY-MM-DD` "
+                     "(or `audian-pipeline demo`) first, with the same AUDIAN_DATA_DIR.")
     except WarehouseLocked as exc:
-        print(f"audian-pipeline: {exc}", file=sys.stderr)
-        return 1
-    first_line = description(name).splitlines()[0]
-    as_of = f" (as of {format_value(report.as_of)})" if report.as_of else ""
-    print(f"{report.view}: {first_line}{as_of}\n", file=out)
-    print(text_table(report), file=out)
+        return _fail(str(exc))
+    if html_path is not None:
+        try:
+            write_html(report, html_path)
+        except OSError as exc:
+            return _fail(str(data_dir_error(exc, html_path)).replace("AUDIAN_DATA_DIR", "--html"))
+        print(f"wrote {html_path}: the chart and {len(report.rows):,} rows of {report.view}", file=out)
+    elif csv:
+        report.frame().convert_dtypes().to_csv(out, index=False)  # whole numbers stay whole beside NULLs
+    else:
+        print(full_text(report) if full else summary_text(report), file=out)
     return 0
 
 
-# -- presentation ------------------------------------------------------------------------
-
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def format_value(value: Any, column: str = "") -> str:
-    if is_missing(value):
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if isinstance(value, date):
-        return value.isoformat()
-    if "bytes" in column and isinstance(value, (int, float, Decimal)):
-        return human_bytes(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, (float, Decimal)):
-        return f"{float(value):,.2f}".rstrip("0").rstrip(".")
-    return str(value)
+def _fail(message: str, code: int = 1) -> int:
+    print(f"audian-pipeline: {message}", file=sys.stderr)
+    return code
 
 
-def human_bytes(value: float | Decimal) -> str:
-    value = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.2f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+def title(report: Report) -> str:
+    return f"{report.view}: {description(report.name).splitlines()[0]}"
 
 
-def text_table(report: Report) -> str:
-    """An aligned plain-text table: numbers right, text left; bytes in KiB/MiB/GiB."""
-    cells = [[format_value(v, c) for v, c in zip(row, report.columns, strict=True)] for row in report.rows]
-    numeric = [
-        all(is_missing(row[i]) or isinstance(row[i], (int, float, Decimal)) for row in report.rows)
-        for i in range(len(report.columns))
-    ]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(report.columns)]
-
-    def line(values: list[str]) -> str:
-        columns = zip(values, widths, numeric, strict=True)
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in columns).rstrip()
-
-    out = [line(report.columns), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells] or ["(no rows)"]
-    return "\n".join(out)
+def as_of(report: Report) -> str:
+    return f"(as of {format_value(report.as_of)})" if report.as_of else "(no load recorded)"
 
 
-BLOCKS = " ▏▎▍▌▋▊▉█"
+def _title_lines(report: Report) -> list[str]:
+    """The title with its as-of, the as-of on a line of its own when both do not fit."""
+    line = f"{title(report)} {as_of(report)}"
+    return [line] if len(line) <= WIDTH_COLUMNS else [*_wrap(title(report)), as_of(report)]
 
 
-def bar(value: float, largest: float, width: int = 24) -> str:
-    """A horizontal bar of unicode eighth-blocks, `width` characters at `largest`."""
-    if largest <= 0 or is_missing(value) or value <= 0:
-        return ""
-    eighths = max(1, round(8 * width * float(value) / float(largest)))
-    return "█" * (eighths // 8) + (BLOCKS[eighths % 8] if eighths % 8 else "")
-
-
-def bar_chart(title: str, items: list[tuple[str, float, str]], full_scale: float = 0) -> str:
-    """Markdown: one row per (label, value, shown value), with a bar; the longest bar is the
-    largest value, or `full_scale` when that is larger (e.g. the quota)."""
-    largest = max([float(v) for _, v, _ in items if not is_missing(v)] + [float(full_scale)], default=0)
-    lines = [f"**{title}**", "", "| | | |", "|---|---|---:|"]
-    lines += [f"| {label} | `{bar(value, largest)}` | {shown} |" for label, value, shown in items]
-    if not items:
-        lines.append("| (no rows) | | |")
+def summary_text(report: Report) -> str:
+    """Title, headline and the summary table, every line at most WIDTH_COLUMNS wide."""
+    summary = report.summary()
+    lines = [*_title_lines(report), "", *_wrap(summary.headline), ""]
+    if summary.omitted:
+        lines.append(f"(the latest {len(summary.table)} rows; {summary.omitted} earlier in --full)")
+    lines.append(_aligned(list(summary.table.columns), summary.table.to_numpy().tolist()) if len(summary.table)
+                 else "(no rows)")
+    lines += ["", "Every row and column: --full (or --csv); a page with the chart: --html FILE.html"]
     return "\n".join(lines)
 
 
-def chart_markdown(report: Report) -> str:
-    """A small chart of the report's headline figure, as markdown for the Dagster UI."""
-    rows = report.records()
-    if report.view == "report_durations":
-        per_day: dict[date, list[float]] = {}
-        for r in rows:
-            entry = per_day.setdefault(r["day"], [0, 0])
-            entry[0] += r["recordings"]
-            entry[1] += r["total_duration_s"] or 0
-        items = [(d.isoformat(), s / 3600, f"{n:,} recordings, {s / 3600:,.1f} h")
-                 for d, (n, s) in sorted(per_day.items())]
-        return bar_chart("Recorded hours per day", items)
-    if report.view == "report_failure_reasons":
-        per_reason: dict[str, int] = {}
-        for r in rows:
-            if r["reason"] is not None:
-                per_reason[r["reason"]] = per_reason.get(r["reason"], 0) + r["failed_recordings"]
-        finished = sum({r["day"]: r["finished_recordings"] for r in rows}.values())
-        items = [(reason, n, f"{n:,} ({100 * n / finished:.1f}% of {finished:,} finished)")
-                 for reason, n in sorted(per_reason.items(), key=lambda kv: (-kv[1], kv[0]))]
-        return bar_chart("Failed recordings by reason, all days", items)
-    if report.view == "report_storage_quota":
-        items = [(r["day"].isoformat(), r["bytes_held"],
-                  f"{human_bytes(r['bytes_held'])} ({float(r['pct_of_quota']):.1f}%)")
-                 for r in rows]
-        summary = ""
-        if rows:
-            now = rows[-1]
-            rate = now["recent_daily_growth_bytes"]
-            when = (f"projected to reach the quota on **{now['projected_full_on']}** "
-                    f"({float(now['days_until_full']):,.1f} days)"
-                    if now["projected_full_on"] else "not projected to reach the quota at this rate")
-            summary = (f"Held at Audian now: **{human_bytes(now['bytes_held'])}** of {human_bytes(now['quota_bytes'])} "
-                       f"({float(now['pct_of_quota']):.2f}%); recent growth {human_bytes(rate)}/day; {when}.\n\n")
-        quota = rows[-1]["quota_bytes"] if rows else 0
-        return summary + bar_chart("Bytes held at Audian, end of each day (full bar: the quota)", items, quota)
-    if report.view == "report_retention_expiry":
-        items = [(r["expiry_day"].isoformat(), r["bytes_not_verified"],
-                  f"{r['not_verified']:,} of {r['recordings']:,} not verified, {human_bytes(r['bytes_not_verified'])}")
-                 for r in rows]
-        deadline = rows[0]["next_unverified_deadline"] if rows else None
-        summary = (f"Next deadline for unverified audio: **{format_value(deadline)}**\n\n" if deadline
-                   else "Every recording expiring in the next 7 days is verified in the archive.\n\n")
-        return summary + bar_chart("Bytes expiring and not verified, by day", items)
-    raise UnknownReport(report.view)
+def full_text(report: Report) -> str:
+    """Every row and column of the view, bytes in KiB/MiB/GiB: as wide as the view is."""
+    cells = [[format_value(v, c) for v, c in zip(row, report.columns, strict=True)] for row in report.rows]
+    return f"{title(report)} {as_of(report)}\n\n" + _aligned(report.columns, cells)
 
 
-def headline(report: Report) -> dict[str, int | float | str | None]:
-    """A few numbers per report worth plotting across materialisations in Dagster."""
-    rows = report.records()
-    if report.view == "report_durations":
-        return {"recordings": sum(r["recordings"] for r in rows),
-                "total_duration_s": sum(r["total_duration_s"] or 0 for r in rows)}
-    if report.view == "report_failure_reasons":
-        per_day = {r["day"]: (r["failed_all_reasons"], r["finished_recordings"]) for r in rows}
-        failed = sum(f for f, _ in per_day.values())
-        finished = sum(n for _, n in per_day.values())
-        return {"failed_recordings": failed, "failure_rate_pct": round(100 * failed / finished, 2) if finished else 0.0}
-    if report.view == "report_storage_quota":
-        now = rows[-1] if rows else {}
-        return {"bytes_held": now.get("bytes_held"), "pct_of_quota": _float(now.get("pct_of_quota")),
-                "projected_full_on": str(now["projected_full_on"]) if now.get("projected_full_on") else None}
-    if report.view == "report_retention_expiry":
-        return {"recordings_expiring_7d": sum(r["recordings"] for r in rows),
-                "not_verified_7d": sum(r["not_verified"] for r in rows),
-                "bytes_not_verified_7d": sum(r["bytes_not_verified"] for r in rows)}
-    raise UnknownReport(report.view)
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH_COLUMNS, break_on_hyphens=False) or [""]
 
 
-def _float(value: Any) -> float | None:
-    return None if is_missing(value) else float(value)
+def _aligned(columns: list[str], cells: list[list[str]]) -> str:
+    """A plain-text table: figures right-aligned, words left; no trailing spaces."""
+    figures = [all(_is_figure(row[i]) for row in cells) for i in range(len(columns))]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        parts = zip(values, widths, figures, strict=True)
+        return "  ".join(v.rjust(w) if right else v.ljust(w) for v, w, right in parts).rstrip()
+
+    rows = [line(columns), line(["-" * w for w in widths])] + [line(row) for row in cells]
+    return "\n".join(rows if cells else rows + ["(no rows)"])
+
+
+def _is_figure(text: str) -> bool:
+    return text == "" or text.lstrip("-")[:1].isdigit()
+
+
+# -- the HTML page -------------------------------------------------------------------------
+
+PAGE_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.3em; } p.as-of { color: #666; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+pre { white-space: pre-wrap; color: #444; } details { margin: 1em 0; } .scroll { overflow-x: auto; }
+"""
+
+
+def write_html(report: Report, target: Path) -> None:
+    """One page, nothing linked: the chart inline as PNG, the summary and every row. Written whole
+    or not at all, so a reader never opens half a page."""
+    page = html_page(report).encode()
+    with atomic_writer(target) as handle:
+        handle.write(page)
+
+
+def html_page(report: Report) -> str:
+    summary = report.summary()
+    png = report.chart()
+    width, height = (pixels // SCALE for pixels in png_size(png))
+    full = pd.DataFrame([[format_value(v, c) for v, c in zip(row, report.columns, strict=True)]
+                         for row in report.rows], columns=report.columns)
+    omitted = (f"<p>The latest {len(summary.table)} rows; {summary.omitted} earlier below.</p>"
+               if summary.omitted else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{report.view}</title><style>{PAGE_STYLE}</style></head>
+<body>
+<h1>{html.escape(title(report))}</h1>
+<p class="as-of">{html.escape(as_of(report))} from warehouse.duckdb, view {report.view}.</p>
+<p>{html.escape(summary.headline)}</p>
+<img alt="chart of {report.view}" width="{width}" height="{height}"
+ src="data:image/png;base64,{base64.b64encode(png).decode()}">
+<h2>Summary</h2>
+{omitted}{summary.table.to_html(index=False, border=0) if len(summary.table) else "<p>(no rows)</p>"}
+<details><summary>Every row of {report.view} ({len(report.rows):,})</summary>
+<div class="scroll">{full.to_html(index=False, border=0)}</div></details>
+<details><summary>What the view counts</summary><pre>{html.escape(description(report.name))}</pre></details>
+</body></html>
+"""
