@@ -63,7 +63,7 @@ def days(first: date, last: date) -> list[date]:
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    """The run's metadata: a range run attaches the same totals to each partition it wrote."""
+    """The first partition's metadata: its own day's figures, and the whole run's as run_*."""
     materialization = result.asset_materializations_for_node(asset)[0]
     return {key: value.value for key, value in materialization.metadata.items()}
 
@@ -111,9 +111,9 @@ def test_every_delivered_event_lands_once_on_the_day_it_happened(delivered, data
         assert row["reason"] == (rec.failure_reason if kind == "recording.failed" else None)
 
     meta = metadata(result, "recording_events")
-    assert meta["rows"] == len(expected)
-    assert meta["rows_by_event"] == dict(sorted(Counter(kind for _, kind, _ in expected.values()).items()))
-    assert meta["distinct_recordings"] == len({rec.recording_id for _, _, rec in expected.values()})
+    assert meta["run_rows"] == len(expected)
+    assert meta["run_rows_by_event"] == dict(sorted(Counter(kind for _, kind, _ in expected.values()).items()))
+    assert meta["run_distinct_recordings"] == len({rec.recording_id for _, _, rec in expected.values()})
     assert meta["events_store_found"] is True
     assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
 
@@ -279,10 +279,10 @@ def test_calls_are_fetched_once_and_never_again(fresh_emulator, data_dir):
         ready, deferred = ready | day_ready, deferred | day_deferred
         stored.update({row["call_id"]: row for row in read_rows(data_dir, CALLS, day)})
     assert deferred, "CLOCK's day was meant to hold recordings still in flight"
-    assert meta["deferred"] == len(deferred)
-    assert meta["call_requests"] == len(ready), "each ready call asked for exactly once"
-    assert set(stored) == ready - set(meta["unreadable"])
-    assert meta["new_calls_fetched"] == len(stored) == meta["rows"]
+    assert meta["run_deferred"] == len(deferred)
+    assert meta["run_call_requests"] == len(ready), "each ready call asked for exactly once"
+    assert set(stored) == ready - set(meta["run_unreadable"])
+    assert meta["run_new_calls_fetched"] == len(stored) == meta["run_rows"]
     for call_id, row in stored.items():
         truth = running.account.calls[call_id]
         assert (row["from_number"], row["to_number"], row["direction"], row["status"], row["call_flow_id"]) == (
@@ -293,8 +293,8 @@ def test_calls_are_fetched_once_and_never_again(fresh_emulator, data_dir):
     second = dg.materialize([calls], resources=resources, tags=tags)
 
     again = metadata(second, "calls")
-    assert again["call_requests"] == len(meta["unreadable"]), "stored calls are never asked for again"
-    assert again["new_calls_fetched"] == 0 and again["rows"] == meta["rows"]
+    assert again["run_call_requests"] == len(meta["run_unreadable"]), "stored calls are never asked for again"
+    assert again["run_new_calls_fetched"] == 0 and again["run_rows"] == meta["run_rows"]
 
 
 def test_a_call_past_retention_is_skipped_and_a_stored_one_kept(fresh_emulator, data_dir):

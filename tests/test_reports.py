@@ -19,15 +19,22 @@ import dagster as dg
 import pytest
 
 from audian_pipeline import cli
+from audian_pipeline.defs.calls import calls
+from audian_pipeline.defs.recording_audio import recording_audio
+from audian_pipeline.defs.recording_events import recording_events
+from audian_pipeline.defs.recordings import recordings
 from audian_pipeline.defs.reports import report_assets
-from audian_pipeline.defs.resources import LakeResource, WarehouseResource
-from audian_pipeline.lake.parquet import to_table, write_partition
+from audian_pipeline.defs.resources import AudianResource, LakeResource, WarehouseResource
+from audian_pipeline.defs.warehouse import warehouse
+from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.paths import warehouse_path
-from audian_pipeline.lake.tables import RECORDINGS as RECORDINGS_TABLE
+from audian_pipeline.lake.tables import RECORDINGS as RECORDINGS_TABLE, TABLES as LAKE_TABLES
+from audian_pipeline.settings import DEMO_API_KEY
 from audian_pipeline.warehouse.charts import HEIGHT, SCALE, WIDTH
 from audian_pipeline.warehouse.reports import REPORTS, read_report
 from audian_pipeline.warehouse.summaries import MAX_ROWS
 
+from test_audio_archive import account_with_webhooks
 from test_warehouse import AS_OF, D1, D4, DAYS, QUOTA, load, recording_rows, write_lake
 
 
@@ -208,3 +215,36 @@ def test_report_assets_attach_a_png_chart_and_a_summary_table(loaded):
     quota = result.asset_materializations_for_node("report_storage_quota")[0].metadata["summary"].value
     assert quota.records[-1].data["held"].endswith("MiB")
 
+
+# -- per-partition metadata of the lake and the warehouse ----------------------------------
+
+def test_each_partition_of_a_single_run_backfill_shows_its_own_days_figures(fresh_emulator, data_dir):
+    """One run over three days: each day's materialisation carries that day's rows (as read back
+    from its Parquet partition), not the run's total; the total is there as run_rows."""
+    lake_assets = {"recordings": recordings, "calls": calls, "recording_events": recording_events,
+                   "recording_audio": recording_audio}
+    with account_with_webhooks(fresh_emulator, data_dir, seed=63, days=5, per_day=4, max_duration=20) as emu:
+        today = emu.account.now().date()
+        days = [today - timedelta(days=n) for n in (3, 2, 1)]
+        result = dg.materialize(
+            [*lake_assets.values(), warehouse],
+            resources={"audian": AudianResource(api_url=emu.api_url, api_key=DEMO_API_KEY),
+                       "lake": LakeResource(data_dir=str(data_dir)),
+                       "warehouse_settings": WarehouseResource(storage_quota_bytes=QUOTA)},
+            tags={"dagster/asset_partition_range_start": days[0].isoformat(),
+                  "dagster/asset_partition_range_end": days[-1].isoformat()},
+        )
+    assert result.success
+    for name in [*lake_assets, "warehouse"]:
+        events = {m.partition: m.metadata for m in result.asset_materializations_for_node(name)}
+        assert sorted(events) == [d.isoformat() for d in days], name
+        per_day = {d: len(read_rows(data_dir, LAKE_TABLES[name if name != "warehouse" else "recordings"], d))
+                   for d in days}
+        assert sum(per_day.values()) > max(per_day.values()), "the test needs rows on more than one day"
+        for day in days:
+            meta = events[day.isoformat()]
+            rows = meta["rows" if name != "warehouse" else "rows_recordings"].value
+            assert rows == per_day[day], (name, day)
+            if name != "warehouse":
+                assert meta["run_rows"].value == sum(per_day.values()) and meta["run_days"].value == 3
+                assert f"date={day}" in meta["path"].value

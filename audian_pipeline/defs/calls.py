@@ -5,6 +5,7 @@ from collections import Counter
 import dagster as dg
 
 from audian_pipeline.defs.checks import lake_freshness, unique_key_check, unique_key_spec
+from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
@@ -40,34 +41,45 @@ def calls(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeR
     before = Counter(client.stats)
     synced: list[CallsDay] = []
     for day in partition_days(context):
+        day_before = Counter(client.stats)
         result = sync_calls_day(client, lake.path, day, concurrency=audian.detail_concurrency)
         context.log.info(
             "calls %s: %d rows, %d fetched, %d deferred, %d not found, %d unreadable",
             day, result.rows, result.fetched, result.deferred, result.not_found, len(result.unreadable),
         )
         synced.append(result)
+        add_day_metadata(context, day, _day_metadata(result, Counter(client.stats) - day_before))
     requests = Counter(client.stats) - before
     return dg.MaterializeResult(
-        metadata=_metadata(synced, requests, lake),
+        metadata=_run_metadata(synced, requests, lake),
         check_results=[_check_unique(synced, lake)],
     )
 
 
-def _metadata(synced: list[CallsDay], requests: Counter, lake: LakeResource) -> dict:
-    unreadable = {cid: why for r in synced for cid, why in r.unreadable.items()}
-    path = synced[0].path if len(synced) == 1 else table_dir(lake.path, TABLE.name)
+def _day_metadata(result: CallsDay, requests: Counter) -> dict:
+    """That day's own figures, for its partition's materialisation (see `day_metadata`)."""
     return {
-        "days": len(synced),
-        "rows": dg.MetadataValue.int(sum(r.rows for r in synced)),
-        "new_calls_fetched": sum(r.fetched for r in synced),
+        "rows": dg.MetadataValue.int(result.rows),
+        "new_calls_fetched": result.fetched,
         "call_requests": requests["call"],
         "api_requests": dg.MetadataValue.json(dict(sorted(requests.items()))),
-        "deferred": sum(r.deferred for r in synced),
-        "not_found_skipped": sum(r.not_found for r in synced),
-        "unreadable": dg.MetadataValue.json(unreadable),
-        "bytes_written": dg.MetadataValue.int(sum(r.bytes_written for r in synced)),
-        "path": dg.MetadataValue.path(str(path)),
+        "deferred": result.deferred,
+        "not_found_skipped": result.not_found,
+        "unreadable": dg.MetadataValue.json(dict(result.unreadable)),
+        "bytes_written": dg.MetadataValue.int(result.bytes_written),
+        "path": dg.MetadataValue.path(str(result.path)),
     }
+
+
+def _run_metadata(synced: list[CallsDay], requests: Counter, lake: LakeResource) -> dict:
+    unreadable = {cid: why for r in synced for cid, why in r.unreadable.items()}
+    return run_metadata(
+        [r.day for r in synced], rows=sum(r.rows for r in synced), new_calls_fetched=sum(r.fetched for r in synced),
+        call_requests=requests["call"], deferred=sum(r.deferred for r in synced),
+        not_found_skipped=sum(r.not_found for r in synced), unreadable=dg.MetadataValue.json(unreadable),
+        api_requests=dg.MetadataValue.json(dict(sorted(requests.items()))),
+        path=dg.MetadataValue.path(str(table_dir(lake.path, TABLE.name))),
+    )
 
 
 def _check_unique(synced: list[CallsDay], lake: LakeResource) -> dg.AssetCheckResult:

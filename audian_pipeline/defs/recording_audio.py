@@ -9,6 +9,7 @@ from audian_pipeline.audio.archive import Archiver
 from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.audio.verify import OUTCOMES
 from audian_pipeline.defs.checks import lake_freshness
+from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.external import webhook_events
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import AudianResource, LakeResource
@@ -64,14 +65,16 @@ def recording_audio(
     archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run.run_id))
     days: list[ArchiveDay] = []
     for day in partition_days(context):
+        day_before = Counter(client.stats)
         result = archive_day(archiver, day, concurrency=audian.download_concurrency)
         context.log.info("recording_audio %s: %s; %d downloaded, %.1f MB at %.1f MB/s", day, result.outcomes,
                          result.downloaded, result.bytes_downloaded / 1e6, result.mb_per_second)
         days.append(result)
+        add_day_metadata(context, day, _day_metadata(result, Counter(client.stats) - day_before))
     requests = Counter(client.stats) - before
     at_risk = [rid for d in days for rid in d.at_risk]
     return dg.MaterializeResult(
-        metadata=_metadata(days, requests, lake),
+        metadata=_run_metadata(days, requests, lake),
         check_results=[
             dg.AssetCheckResult(
                 check_name=AT_RISK, passed=not at_risk,
@@ -119,27 +122,37 @@ def _downloads_check(days: list[ArchiveDay]) -> dg.AssetCheckResult:
     )
 
 
-def _metadata(days: list[ArchiveDay], requests: Counter, lake: LakeResource) -> dict:
-    outcomes: Counter = Counter()
-    for d in days:
-        outcomes.update(d.outcomes)
-    seconds = sum(d.seconds_downloading for d in days)
-    downloaded = sum(d.bytes_downloaded for d in days)
-    oldest = min((d.oldest_unarchived for d in days if d.oldest_unarchived),
-                 key=lambda o: o["created_at"], default=None)
+def _day_metadata(day: ArchiveDay, requests: Counter) -> dict:
+    """That day's own figures, for its partition's materialisation (see `day_metadata`)."""
     meta = {
-        "rows": sum(d.rows for d in days),
-        "files_downloaded": sum(d.downloaded for d in days),
-        "bytes_downloaded": dg.MetadataValue.int(downloaded),
-        "mb_per_second": dg.MetadataValue.float(round(downloaded / 1e6 / seconds, 2) if seconds else 0.0),
-        "outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
+        "rows": day.rows,
+        "files_downloaded": day.downloaded,
+        "bytes_downloaded": dg.MetadataValue.int(day.bytes_downloaded),
+        "mb_per_second": dg.MetadataValue.float(round(day.mb_per_second, 2)),
+        "outcomes": dg.MetadataValue.json(dict(sorted(day.outcomes.items()))),
         "api_requests": dg.MetadataValue.json(dict(sorted(requests.items()))),
-        "path": dg.MetadataValue.path(
-            str(days[0].path if len(days) == 1 else table_dir(lake.path, RECORDING_AUDIO.name))),
+        "path": dg.MetadataValue.path(str(day.path)),
     }
+    oldest = day.oldest_unarchived
     if oldest:
         left = oldest["expires_at"] - datetime.now(timezone.utc)
         meta["oldest_unarchived"] = oldest["recording_id"]
         meta["oldest_unarchived_expires_at"] = oldest["expires_at"].isoformat()
         meta["hours_until_it_expires"] = dg.MetadataValue.float(round(left.total_seconds() / 3600, 1))
     return meta
+
+
+def _run_metadata(days: list[ArchiveDay], requests: Counter, lake: LakeResource) -> dict:
+    outcomes: Counter = Counter()
+    for d in days:
+        outcomes.update(d.outcomes)
+    seconds = sum(d.seconds_downloading for d in days)
+    downloaded = sum(d.bytes_downloaded for d in days)
+    return run_metadata(
+        [d.day for d in days], rows=sum(d.rows for d in days), files_downloaded=sum(d.downloaded for d in days),
+        bytes_downloaded=dg.MetadataValue.int(downloaded),
+        mb_per_second=dg.MetadataValue.float(round(downloaded / 1e6 / seconds, 2) if seconds else 0.0),
+        outcomes=dg.MetadataValue.json(dict(sorted(outcomes.items()))),
+        api_requests=dg.MetadataValue.json(dict(sorted(requests.items()))),
+        path=dg.MetadataValue.path(str(table_dir(lake.path, RECORDING_AUDIO.name))),
+    )

@@ -5,11 +5,13 @@ recording's `created_at`: an event is a fact about a moment, and a recording tha
 after midnight has its `recording.completed` on the next day.
 """
 
+
 from collections import Counter
 
 import dagster as dg
 
 from audian_pipeline.defs.checks import lake_freshness, unique_key_check, unique_key_spec
+from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.external import webhook_events
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import LakeResource
@@ -41,30 +43,38 @@ def recording_events(context: dg.AssetExecutionContext, lake: LakeResource) -> d
         result = write_events_day(lake.path, day)
         context.log.info("recording_events %s: %d rows %s", day, result.rows, result.rows_by_event)
         written.append(result)
+        add_day_metadata(context, day, _day_metadata(result))
     if not all(result.store_found for result in written):
         context.log.warning("no events store at %s yet: wrote empty partitions", events_db(lake.path))
     return dg.MaterializeResult(
-        metadata=_metadata(written, lake),
+        metadata=_run_metadata(written, lake),
         check_results=[_check_unique(written, lake)],
     )
 
 
-def _metadata(written: list[EventsDay], lake: LakeResource) -> dict:
+def _day_metadata(result: EventsDay) -> dict:
+    """That day's own figures, for its partition's materialisation (see `day_metadata`)."""
+    return {
+        "rows": dg.MetadataValue.int(result.rows),
+        "rows_by_event": dg.MetadataValue.json(dict(sorted(result.rows_by_event.items()))),
+        "distinct_recordings": len(result.recording_ids),
+        "bytes_written": dg.MetadataValue.int(result.bytes_written),
+        "latest_received_at": result.latest_received_at.isoformat() if result.latest_received_at else "none",
+        "path": dg.MetadataValue.path(str(result.path)),
+    }
+
+
+def _run_metadata(written: list[EventsDay], lake: LakeResource) -> dict:
     by_event: Counter = Counter()
     for result in written:
         by_event.update(result.rows_by_event)
-    latest = max((r.latest_received_at for r in written if r.latest_received_at), default=None)
-    path = written[0].path if len(written) == 1 else table_dir(lake.path, TABLE.name)
-    meta = {
-        "days": len(written),
-        "rows": dg.MetadataValue.int(sum(r.rows for r in written)),
-        "rows_by_event": dg.MetadataValue.json(dict(sorted(by_event.items()))),
-        "distinct_recordings": len(set().union(*(r.recording_ids for r in written))),
-        "bytes_written": dg.MetadataValue.int(sum(r.bytes_written for r in written)),
-        "latest_received_at": latest.isoformat() if latest else "none",
-        "path": dg.MetadataValue.path(str(path)),
-        "events_store_found": all(r.store_found for r in written),
-    }
+    meta = run_metadata(
+        [r.day for r in written], rows=sum(r.rows for r in written),
+        rows_by_event=dg.MetadataValue.json(dict(sorted(by_event.items()))),
+        distinct_recordings=len(set().union(*(r.recording_ids for r in written))),
+        path=dg.MetadataValue.path(str(table_dir(lake.path, TABLE.name))),
+    )
+    meta["events_store_found"] = all(r.store_found for r in written)
     if not meta["events_store_found"]:
         meta["note"] = f"no events store at {events_db(lake.path)}: the receiver has stored nothing yet"
     return meta

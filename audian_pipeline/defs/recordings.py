@@ -5,6 +5,7 @@ from collections import Counter
 import dagster as dg
 
 from audian_pipeline.defs.checks import lake_freshness, unique_key_check, unique_key_spec
+from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
@@ -42,39 +43,46 @@ def recordings(context: dg.AssetExecutionContext, audian: AudianResource, lake: 
     before = Counter(client.stats)
     synced: list[DaySync] = []
     for day in partition_days(context):
+        day_before = Counter(client.stats)
         result = sync_day(client, lake.path, day, concurrency=audian.detail_concurrency, list_limit=audian.list_limit)
         context.log.info(
             "recordings %s: %d rows (%d new, %d changed, %d marked deleted), %d list + %d detail calls",
             day, result.rows, result.new, result.changed, result.marked_deleted, result.list_calls, result.detail_calls,
         )
         synced.append(result)
+        add_day_metadata(context, day, _day_metadata(result, Counter(client.stats) - day_before))
     requests = Counter(client.stats) - before
     return dg.MaterializeResult(
-        metadata=_metadata(synced, requests, lake),
+        metadata=_run_metadata(synced, requests, lake),
         check_results=[_check_api_counts(synced), _check_unique(synced, lake)],
     )
 
 
-def _metadata(synced: list[DaySync], requests: Counter, lake: LakeResource) -> dict:
-    statuses: Counter = Counter()
-    for result in synced:
-        statuses.update(result.rows_by_status)
-    meta = {
-        "days": len(synced),
-        "rows": dg.MetadataValue.int(sum(r.rows for r in synced)),
-        "rows_by_status": dg.MetadataValue.json(dict(sorted(statuses.items()))),
-        "new_rows": sum(r.new for r in synced),
-        "changed_rows": sum(r.changed for r in synced),
-        "marked_deleted": sum(r.marked_deleted for r in synced),
+def _day_metadata(result: DaySync, requests: Counter) -> dict:
+    """That day's own figures, for its partition's materialisation (see `day_metadata`)."""
+    return {
+        "rows": dg.MetadataValue.int(result.rows),
+        "rows_by_status": dg.MetadataValue.json(dict(sorted(result.rows_by_status.items()))),
+        "new_rows": result.new,
+        "changed_rows": result.changed,
+        "marked_deleted": result.marked_deleted,
         "api_requests": dg.MetadataValue.json(dict(sorted(requests.items()))),
-        "list_calls": sum(r.list_calls for r in synced),
-        "detail_calls": sum(r.detail_calls for r in synced),
-        "paging_corrections": sum(r.listing.corrections for r in synced),
-        "bytes_written": dg.MetadataValue.int(sum(r.bytes_written for r in synced)),
-        "path": dg.MetadataValue.path(str(synced[0].path if len(synced) == 1 else table_dir(lake.path, TABLE.name))),
+        "list_calls": result.list_calls,
+        "detail_calls": result.detail_calls,
+        "paging_corrections": result.listing.corrections,
+        "bytes_written": dg.MetadataValue.int(result.bytes_written),
+        "path": dg.MetadataValue.path(str(result.path)),
     }
+
+
+def _run_metadata(synced: list[DaySync], requests: Counter, lake: LakeResource) -> dict:
+    meta = run_metadata(
+        [r.day for r in synced], rows=sum(r.rows for r in synced),
+        api_requests=dg.MetadataValue.json(dict(sorted(requests.items()))),
+        path=dg.MetadataValue.path(str(table_dir(lake.path, TABLE.name))),
+    )
     if len(synced) > 1:
-        meta["per_day"] = dg.MetadataValue.md(_per_day_table(synced))
+        meta["run_per_day"] = dg.MetadataValue.md(_per_day_table(synced))
     return meta
 
 

@@ -8,6 +8,7 @@ from datetime import date
 
 import dagster as dg
 
+from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import LakeResource, WarehouseResource
 from audian_pipeline.lake.tables import TABLES as LAKE_TABLES
@@ -42,13 +43,17 @@ def warehouse(
         context.log.info("warehouse rebuilt in full from the lake (%s): %d day(s)",
                          result.rebuild_reason, len(result.days))
     context.log.info("warehouse published in %.2f s: %s", result.seconds, result.rows_by_table)
+    for day in days:
+        add_day_metadata(context, day, {f"rows_{table}": result.loaded_rows[table].get(day, 0) for table in TABLES})
     return dg.MaterializeResult(metadata=_load_metadata(result, days))
 
 
 def _load_metadata(result: LoadResult, run_days: list[date]) -> dict:
+    """The load as a whole; each day's rows go on its own partition (see `day_metadata`), and the
+    warehouse's table sizes are named as the whole file's, not a day's."""
     meta: dict = {
+        **run_metadata(run_days),
         "path": dg.MetadataValue.path(str(result.path)),
-        "run_days": len(run_days),
         "full_rebuild": result.full_rebuild,
         "seconds": round(result.seconds, 3),
         "file_bytes": dg.MetadataValue.int(result.bytes),
@@ -57,11 +62,11 @@ def _load_metadata(result: LoadResult, run_days: list[date]) -> dict:
     if result.rebuild_reason:
         meta["rebuild_reason"] = result.rebuild_reason
     for table in TABLES:
-        meta[f"rows_{table}"] = dg.MetadataValue.int(result.rows_by_table[table])
+        meta[f"warehouse_rows_{table}"] = dg.MetadataValue.int(result.rows_by_table[table])
     loaded_days = sorted({d for per_day in result.loaded_rows.values() for d in per_day})
     if loaded_days and len(loaded_days) <= 62:
         lines = ["| day | " + " | ".join(TABLES) + " |", "|---|" + "---:|" * len(TABLES)]
         for day in loaded_days:
             lines.append(f"| {day} | " + " | ".join(f"{result.loaded_rows[t].get(day, 0):,}" for t in TABLES) + " |")
-        meta["rows_loaded_per_day"] = dg.MetadataValue.md("\n".join(lines))
+        meta["run_rows_loaded_per_day"] = dg.MetadataValue.md("\n".join(lines))
     return meta
