@@ -178,7 +178,7 @@ class EmulatorProcess:
             "emulator", "--port", str(port), "--storage-port", str(storage_port), "--seed", str(SEED),
             "--days", str(profile.days if days is None else days),
             "--per-day", str(profile.per_day if per_day is None else per_day), "--clock", CLOCK,
-        ] + (["--webhook-url", webhook_url] if webhook_url else [])
+        ] + (["--webhook-url", webhook_url] if webhook_url else ["--no-webhooks"])
         self.log_path = workdir / f"{name}.log"
         self.tmpdir = tmpdir  # TMPDIR of the emulator: where its audio cache lives (default: the system's)
         self.process: subprocess.Popen | None = None
