@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import re
@@ -16,11 +18,14 @@ from pathlib import Path
 
 import pytest
 import requests
+import websockets
 
 from audian_pipeline.lake.parquet import read_rows
 from audian_pipeline.lake.paths import events_db
 from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDING_EVENTS
 from audian_pipeline.settings import DEMO_API_KEY
+from audian_pipeline.warehouse.charts import WIDTH
+from audian_pipeline.warehouse.reports import REPORTS
 from audian_pipeline.webhooks.store import EventStore
 
 from servers import free_port, wait_until_answers
@@ -240,3 +245,100 @@ def test_make_dev_wires_a_ui_backfill_that_archives_audio_and_stops_on_ctrl_c(tm
     for stopped in (url + "/server_info", api_url + "/_emulator/account"):
         with pytest.raises(requests.ConnectionError):
             requests.get(stopped, timeout=5)
+
+
+# -- each report's chart, as a person opens it in the UI -----------------------------------
+
+SHOW_CHART = """(() => {
+  const row = [...document.querySelectorAll('tr')]
+    .find(r => r.cells.length && r.cells[0].innerText.trim() === 'chart');
+  const link = row && [...row.querySelectorAll('*')]
+    .find(e => e.children.length === 0 && e.textContent === '[Show Markdown]');
+  if (link) { link.click(); }
+  return Boolean(link);
+})()"""
+CHART_IMAGE = """(() => {
+  const img = [...document.querySelectorAll('img')].find(i => i.src.startsWith('data:image/png;base64,'));
+  const box = img && img.getBoundingClientRect();
+  return img && img.complete && img.naturalWidth ?
+    {width: img.naturalWidth, shown: box.width, right: box.right, viewport: window.innerWidth, alt: img.alt} : null;
+})()"""
+
+
+class DevTools:
+    """Just enough of the Chrome DevTools Protocol to open a page, click and take a screenshot:
+    the chart sits behind the metadata table's "[Show Markdown]", which --screenshot cannot click."""
+
+    def __init__(self, socket) -> None:
+        self.socket, self.last_id = socket, 0
+
+    async def call(self, method: str, **params) -> dict:
+        self.last_id += 1
+        await self.socket.send(json.dumps({"id": self.last_id, "method": method, "params": params}))
+        while True:  # events arrive between answers; the caller's wait_for bounds this
+            message = json.loads(await self.socket.recv())
+            if message.get("id") == self.last_id:
+                return message.get("result", {})
+
+    async def evaluate(self, expression: str):
+        answer = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return answer.get("result", {}).get("value")
+
+    async def until(self, expression: str, seconds: float = 60):
+        for _ in range(int(seconds * 4)):
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"the page never satisfied: {expression[:80]}")
+
+
+def _devtools_page(chromium: subprocess.Popen) -> str:
+    """The websocket of a new tab, from the address Chromium prints when it starts."""
+    assert chromium.stderr is not None
+    for line in chromium.stderr:
+        found = re.search(r"DevTools listening on ws://([^/]+)/", line)
+        if found:
+            page = requests.put(f"http://{found.group(1)}/json/new?about:blank", timeout=30).json()
+            return page["webSocketDebuggerUrl"]
+    raise AssertionError("chromium exited without a DevTools address")
+
+
+async def _screenshot_chart(socket_url: str, page_url: str, target: Path) -> dict:
+    async with websockets.connect(socket_url, max_size=64 * 1024 * 1024) as socket:
+        tools = DevTools(socket)
+        await tools.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1,
+                         mobile=False)
+        await tools.call("Page.navigate", url=page_url)
+        await tools.until("document.body && document.body.innerText.includes('[Show Markdown]')")
+        assert await tools.until(SHOW_CHART, 10), "no chart row in the metadata table"
+        image = await tools.until(CHART_IMAGE, 30)
+        await asyncio.sleep(1)  # the dialog's opening transition
+        shot = await tools.call("Page.captureScreenshot", format="png")
+        target.write_bytes(base64.b64decode(shot["data"]))
+        return image
+
+
+@pytest.mark.slow
+def test_each_report_page_shows_its_chart(dagster_webserver, tmp_path):
+    """Each report asset's page in headless Chromium with its chart opened from the metadata
+    table: the data: PNG survives the UI's markdown sanitiser and is drawn. The screenshots are
+    kept in git as tests/artifacts/chart_report_<name>.png, to be looked at."""
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it as root with apt-get)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--virtual-time-budget")]
+    chromium = subprocess.Popen(
+        [CHROMIUM, *flags, "--remote-debugging-port=0", f"--user-data-dir={tmp_path}", "about:blank"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        socket_url = _devtools_page(chromium)
+        for view in REPORTS.values():
+            page, target = f"{dagster_webserver}/assets/{view}", ARTIFACTS / f"chart_{view}.png"
+            image = asyncio.run(asyncio.wait_for(_screenshot_chart(socket_url, page, target), 120))
+            assert image["alt"] == f"chart of {view}" and image["width"] >= WIDTH, image
+            assert 0.8 * image["width"] <= image["shown"] <= image["width"], image  # readable, not an icon
+            assert image["right"] <= image["viewport"], image  # whole: the legend is not cut off
+    finally:
+        chromium.terminate()
+        chromium.wait(timeout=30)

@@ -21,7 +21,7 @@ def _metadata(short: str, report: Report) -> dict[str, dg.MetadataValue | int | 
     summary = report.summary()
     metadata: dict[str, dg.MetadataValue | int | float | str | None] = {
         "headline": dg.MetadataValue.text(summary.headline),
-        "chart": dg.MetadataValue.md(markdown_image(report.chart(), f"chart of {report.view}")),
+        "chart": dg.MetadataValue.md(markdown_image(report.chart(scale=1), f"chart of {report.view}")),
         "summary": _summary_table(summary.table),
         "rows": len(report.rows),
         "as_of": report.as_of.isoformat() if report.as_of else None,

@@ -18,14 +18,15 @@ from audian_pipeline.warehouse.summaries import is_missing
 
 WIDTH, HEIGHT = 640, 240
 SCALE = 2
-"""Pixels per CSS pixel: sharp on high-density screens, shown at WIDTH wide."""
+"""Pixels per CSS pixel for pages that can size an image (`report --html`): sharp on dense screens.
+The Dagster UI's markdown cannot size one and shows it pixel for pixel, so it gets scale 1."""
 
 MIB = 1024 * 1024
 NOT_VERIFIED, VERIFIED_OR_NO_AUDIO = "not verified in the archive", "verified, or no audio"
 
 
-def chart_png(view: str, frame: pd.DataFrame) -> bytes:
-    return bytes(vl_convert.vegalite_to_png(chart_spec(view, frame), scale=SCALE))
+def chart_png(view: str, frame: pd.DataFrame, scale: int = SCALE) -> bytes:
+    return bytes(vl_convert.vegalite_to_png(chart_spec(view, frame), scale=scale))
 
 
 def png_size(png: bytes) -> tuple[int, int]:

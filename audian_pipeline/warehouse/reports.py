@@ -72,9 +72,9 @@ class Report:
     def summary(self) -> Summary:
         return summarise(self.view, self.frame())
 
-    def chart(self) -> bytes:
-        """The report's chart as PNG bytes."""
-        return chart_png(self.view, self.frame())
+    def chart(self, scale: int = SCALE) -> bytes:
+        """The report's chart as PNG bytes, `scale` pixels per CSS pixel."""
+        return chart_png(self.view, self.frame(), scale)
 
 
 def view_name(name: str) -> str:
