@@ -112,16 +112,19 @@ def test_valid_event_is_stored_once_and_acknowledged(base_url, store):
     assert stored.payload == body.decode()
     assert stored.download_url.endswith("/v2/recordings/rec_abc/download")
     assert store.checksums(["rec_abc"]) == {"rec_abc": hashlib.sha256(b"rec_abc").hexdigest()}
-    assert requests.get(base_url + "/healthz", timeout=5).json() == {"status": "ok", "events": 1}
+    assert requests.get(base_url + "/healthz", timeout=5).json() == {"status": "ok", "events": 1, "duplicates": 0}
 
 
-def test_a_redelivered_webhook_id_is_stored_once(base_url, store):
+def test_a_redelivered_webhook_id_is_stored_once(base_url, store, caplog):
     body = event_body("recording.failed", "rec_f")
     first = deliver(base_url, body, msg_id="msg_dup")
-    second = deliver(base_url, body, msg_id="msg_dup", timestamp=int(time.time()) - 60)
+    with caplog.at_level(logging.INFO, logger="audian_pipeline"):
+        second = deliver(base_url, body, msg_id="msg_dup", timestamp=int(time.time()) - 60)
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.json() == {"status": "duplicate"}
     assert store.count() == 1
+    assert "duplicate" not in caplog.text  # counted, not a line per redelivery
+    assert requests.get(base_url + "/healthz", timeout=5).json()["duplicates"] == 1
     assert store.failure_reasons(["rec_f"]) == {"rec_f": "storage_error"}
 
 
@@ -278,13 +281,13 @@ def test_acknowledged_events_survive_a_sigkill(tmp_path: Path):
     port = free_port()
     with serve_subprocess(_serve_code(port, tmp_path), port, env):
         health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
-        assert health == {"status": "ok", "events": events}
+        assert health == {"status": "ok", "events": events, "duplicates": 0}
         with EventStore(tmp_path / "events" / "events.sqlite3") as reader:  # a second process reads
             assert [e.webhook_id for e in reader.events_after(0)] == acknowledged
 
 
 def test_healthz_and_unknown_routes_answer_json(base_url):
-    assert requests.get(base_url + "/healthz", timeout=5).json() == {"status": "ok", "events": 0}
+    assert requests.get(base_url + "/healthz", timeout=5).json() == {"status": "ok", "events": 0, "duplicates": 0}
     wrong_method = requests.get(base_url + PATH, timeout=5)
     assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"error", "message"}
 

@@ -34,6 +34,7 @@ from audian_pipeline.emulator.demo_account import (
 from audian_pipeline.emulator.faults import FaultConfig, Faults
 from audian_pipeline.emulator.variations import Variations
 from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
+from audian_pipeline.sockets import bind
 
 log = logging.getLogger("audian_pipeline.emulator")
 
@@ -46,20 +47,6 @@ class _QuietInjectedCuts(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_QuietInjectedCuts())
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind before serving, so port 0 gives a known free port before any URL is built.
-
-    The protocol must be IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets
-    whose proto says TCP, and without it every keep-alive answer waits ~40 ms for the
-    client's delayed ACK (Nagle), which would make the emulator 80 times slower than it is."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
 
 
 @dataclass

@@ -23,6 +23,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from starlette.routing import Route
 
 from audian_pipeline.client.models import MalformedResponse, RecordingEvent
 from audian_pipeline.settings import check_webhook_secret
+from audian_pipeline.sockets import bind
 from audian_pipeline.webhooks.server import receiver_server
 from audian_pipeline.webhooks.store import EventStore
 
@@ -196,6 +198,7 @@ def create_app(
     """
     _check_tolerance(tolerance_seconds)
     webhook = Webhook(check_webhook_secret(secret))
+    duplicates: Counter[str] = Counter()
 
     async def receive(request: Request) -> Response:
         webhook_id = request.headers.get("webhook-id", "")
@@ -210,11 +213,11 @@ def create_app(
             return _error(rejected.status, rejected.error, rejected.message)
         except ClientDisconnect:
             return _abandoned(webhook_id)
-        return await _store(store, webhook_id, event, body)
+        return await _store(store, webhook_id, event, body, duplicates)
 
     async def healthz(request: Request) -> Response:
         count = await run_in_threadpool(store.count)
-        return JSONResponse({"status": "ok", "events": count})
+        return JSONResponse({"status": "ok", "events": count, "duplicates": duplicates["duplicates"]})
 
     return Starlette(
         routes=[
@@ -235,9 +238,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _store(
-    store: EventStore, webhook_id: str, event: RecordingEvent, body: bytes
+    store: EventStore, webhook_id: str, event: RecordingEvent, body: bytes, duplicates: Counter[str]
 ) -> Response:
-    """Append in a worker thread (SQLite blocks) and answer only once it is committed."""
+    """Append in a worker thread (SQLite blocks) and answer only once it is committed.
+
+    A duplicate is the normal at-least-once delivery at work: counted (`GET /healthz`) and
+    logged at DEBUG, not a line per retry on the terminal."""
     received_at = datetime.now(timezone.utc)
     try:
         new = await run_in_threadpool(store.append, webhook_id, event, body, received_at)
@@ -245,7 +251,8 @@ async def _store(
         log.error("webhook not stored: webhook_id=%r store error: %s", webhook_id, exc)
         return _error(503, "store_unavailable", "the event could not be stored; retry later")
     if not new:
-        log.info("webhook duplicate: webhook_id=%r already stored", webhook_id)
+        duplicates["duplicates"] += 1
+        log.debug("webhook duplicate: webhook_id=%r already stored", webhook_id)
     return JSONResponse({"status": "stored" if new else "duplicate"})
 
 
@@ -263,11 +270,13 @@ def serve(host: str, port: int, data_dir: Path, secret: str) -> None:
 
     uvicorn's access log names method, path and status only, never a body or a header.
     """
+    sock = bind(host, port)  # a port in use fails here, in one line
     store = EventStore(Path(data_dir) / "events" / "events.sqlite3")
     try:
         app = create_app(store, secret)
-        server = receiver_server(app, host=host, port=port, log_level="info", log_config=_log_config())
+        server = receiver_server(app, log_level="info", log_config=_log_config())
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once shut down
-            server.run()
+            server.run(sockets=[sock])
     finally:
         store.close()
+        sock.close()
