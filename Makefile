@@ -12,6 +12,7 @@ DG := $(DG_ENV) $(VENV)/bin/dg
 .PHONY: demo test test-fast lint bench dev clean chromium
 
 $(STAMP): pyproject.toml
+	@echo "creating $(VENV) and installing audian_pipeline with its [test,emulator] extras (pip)..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,emulator]'
@@ -33,6 +34,7 @@ lint: $(STAMP)
 # otherwise that test skips and says why. Never fails the build by itself.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo "installing Debian's chromium with apt-get for the UI test (a minute or two)..." && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
 	  echo "chromium is not installed and could not be: the UI test will be skipped"
 

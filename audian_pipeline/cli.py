@@ -6,27 +6,44 @@ import argparse
 import logging
 import sys
 from datetime import date, datetime, timezone
+from typing import NoReturn
 
 from audian_pipeline.emulator.demo_account import DEMO_DAYS, DEMO_PER_DAY, DEMO_SEED
 from audian_pipeline.settings import (
     DEFAULT_API_PORT,
     DEFAULT_STORAGE_PORT,
     DEFAULT_WEBHOOKS_PORT,
+    RangeError,
     SettingError,
     Settings,
 )
+from audian_pipeline.sockets import PortInUse
 
 DEFAULT_WEBHOOK_URL = f"http://127.0.0.1:{DEFAULT_WEBHOOKS_PORT}/webhooks/audian"
 """Where `audian-pipeline webhooks` listens by default, so the two work together when started by hand."""
 
 
 def _timestamp(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an instant: use ISO 8601, e.g. 2026-11-20T15:30:00Z") from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _day(text: str) -> date:
-    return date.fromisoformat(text)
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: use YYYY-MM-DD, e.g. 2026-11-20") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem (the usage is under --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _emulator_args(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +78,10 @@ def _account_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audian-pipeline", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="audian-pipeline", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and Dagster's own log lines on the terminal")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     emulator = commands.add_parser("emulator", help="serve the embedded Audian API and its storage host until stopped")
     _emulator_args(emulator)
@@ -102,14 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("audian_pipeline").setLevel(logging.INFO)
-    handler = globals()[f"_cmd_{args.command}"]
+    handler = globals()[f"_cmd_{args.command.replace('-', '_')}"]
     try:
         return handler(args, Settings.from_env()) or 0
-    except SettingError as exc:  # each setting is checked when the command first uses it
-        print(f"audian-pipeline: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # every failure is one line; the traceback only under --debug
+        if args.debug:
+            raise
+        print(f"audian-pipeline: {_one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, (SettingError, RangeError, PortInUse)) else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """Our errors say what happened and what to do; anything else says what it is and where to look."""
+    if isinstance(exc, (SettingError, RangeError, PortInUse)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc} (run again with --debug for the traceback)"
 
 
 def _cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,7 +187,7 @@ def _cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from audian_pipeline.runner import run_range
 
-    return run_range(args.start, args.end)
+    return run_range(args.start, args.end, debug=args.debug)
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,14 +12,16 @@ import threading
 import time
 from datetime import timedelta
 
+import requests
 import uvicorn
 
 from audian_pipeline.defs.resources import AudianResource
 from audian_pipeline.emulator.demo_account import demo_emulator_options
-from audian_pipeline.emulator.server import bind, start_emulator
+from audian_pipeline.emulator.server import start_emulator
 from audian_pipeline.lake.paths import events_db
 from audian_pipeline.runner import run_range
 from audian_pipeline.settings import RETENTION_DAYS, Settings
+from audian_pipeline.sockets import bind
 from audian_pipeline.warehouse.reports import REPORTS, print_report
 from audian_pipeline.webhooks.receiver import create_app
 from audian_pipeline.webhooks.server import receiver_server
@@ -46,7 +48,9 @@ def run_demo(days: int, per_day: int, seed: int, settings: Settings) -> int:
               f"{len(emulator.account.visible())} recordings listed over {RETENTION_DAYS} retained days")
         print(f"receiver: {receiver_url}/webhooks/audian; data: {settings.data_dir}")
         emulator.delivery.wait_idle(300)
-        print(f"webhooks delivered: {emulator.delivery.stats.to_dict()}")
+        stored = requests.get(f"{receiver_url}/healthz", timeout=10).json()
+        print(f"webhooks: {emulator.delivery.stats.delivered:,} delivered; the events store holds "
+              f"{stored['events']:,}, {stored['duplicates']:,} were already there (counted, not stored twice)")
         today = emulator.account.now().date()
         resources = {"audian": AudianResource(api_url=emulator.api_url)}
         code = run_range(today - timedelta(days=RETENTION_DAYS), today, resources=resources)

@@ -1,13 +1,16 @@
 """`audian-pipeline run`: materialise every asset for a day range, in one process, one run.
 
 The lake assets run as one single-run backfill over the range (their BackfillPolicy), then the
-report assets, which are not partitioned, run once over the warehouse.
+report assets, which are not partitioned, run once over the warehouse. The terminal gets one
+line per asset and range (see `progress`); Dagster's full log goes to a file under
+AUDIAN_DATA_DIR/logs, whose path is printed.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import cast
@@ -16,13 +19,12 @@ import dagster as dg
 
 from audian_pipeline import definitions
 from audian_pipeline.defs.partitions import check_partitions_start, daily_partitions
+from audian_pipeline.defs.resources import LakeResource
+from audian_pipeline.progress import error_line, log_path, progress_logger, python_logs_to
+from audian_pipeline.settings import RangeError
 
 LAKE_AND_WAREHOUSE = dg.AssetSelection.groups("lake", "warehouse")
 REPORTS = dg.AssetSelection.groups("reports")
-
-
-CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-"""Progress (one line per asset and day) without Dagster's step-by-step DEBUG events."""
 
 
 def range_tags(first: date, last: date) -> dict[str, str]:
@@ -42,28 +44,45 @@ def instance() -> dg.DagsterInstance:
 def check_range(first: date, last: date) -> None:
     check_partitions_start()
     if last < first:
-        raise ValueError(f"--end {last} is before --start {first}")
+        raise RangeError(f"--end {last} is before --start {first}: give the earlier day as --start")
     keys = daily_partitions.get_partition_keys()
     if first.isoformat() < keys[0] or last.isoformat() > keys[-1]:
-        raise ValueError(f"days must lie within the partitions {keys[0]}..{keys[-1]} "
+        raise RangeError(f"days must lie within the partitions {keys[0]}..{keys[-1]} "
                          "(set AUDIAN_PARTITIONS_START for an earlier start)")
 
 
 def run_range(first: date, last: date, resources: dict | None = None,
-              dagster_instance: dg.DagsterInstance | None = None) -> int:
+              dagster_instance: dg.DagsterInstance | None = None, debug: bool = False) -> int:
     """Returns a process exit code: 0 when every step and blocking check succeeded."""
     check_range(first, last)
     defs = definitions.load()
     resources = {**(defs.resources or {}), **(resources or {})}
     dagster_instance = dagster_instance or instance()
-    lake = dg.materialize(_materializable(defs), selection=LAKE_AND_WAREHOUSE, resources=resources,
-                          instance=dagster_instance, tags=range_tags(first, last), run_config=CONSOLE_INFO,
-                          raise_on_error=False)
-    if not lake.success:
-        return _explain(lake)
-    reports = dg.materialize(_materializable(defs), selection=REPORTS, resources=resources,
-                             instance=dagster_instance, run_config=CONSOLE_INFO, raise_on_error=False)
-    return 0 if reports.success else _explain(reports)
+    lake = resources.get("lake")
+    log_file = log_path(lake.path if isinstance(lake, LakeResource) else LakeResource().path)
+    span = f"{first}" if first == last else f"{first}..{last}"
+    started = time.monotonic()
+    print(f"audian-pipeline: days {span}; Dagster's log: {log_file}", flush=True)
+    with python_logs_to(log_file, mute_terminal=not debug):
+        result = _execute(defs, LAKE_AND_WAREHOUSE, resources, dagster_instance, progress_logger(log_file, span),
+                          range_tags(first, last))
+        if result.success:
+            result = _execute(defs, REPORTS, resources, dagster_instance, progress_logger(log_file, "(all days)"))
+    if not result.success:
+        return _explain(result, log_file)
+    print(f"audian-pipeline: done in {time.monotonic() - started:.1f} s", flush=True)
+    return 0
+
+
+def _execute(defs: dg.Definitions, selection: dg.AssetSelection, resources: dict, dagster_instance: dg.DagsterInstance,
+             logger: dg.LoggerDefinition, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """Like dg.materialize, with our logger as the run's console logger."""
+    job = dg.define_asset_job("audian_pipeline_run", selection=selection)
+    job_defs = dg.Definitions(assets=_materializable(defs), jobs=[job], resources=resources,
+                              loggers={"console": logger})
+    return job_defs.resolve_job_def(job.name).execute_in_process(
+        run_config={"loggers": {"console": {}}},  # a logger runs only when the run config names it
+        instance=dagster_instance, tags=tags, raise_on_error=False)
 
 
 def _materializable(defs: dg.Definitions) -> list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset]:
@@ -73,22 +92,23 @@ def _materializable(defs: dg.Definitions) -> list[dg.AssetsDefinition | dg.Asset
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
-    """What failed, in the words of the error we raised (not Dagster's wrapper around it)."""
+    """What failed, one line each, in the words of the error we raised (not Dagster's wrapper)."""
     messages = []
     for event in result.all_events:
         if not (event.is_step_failure or event.is_resource_init_failure):
             continue
-        error = getattr(event.event_specific_data, "error", None)
-        while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
-            error = error.cause
-        if error is not None:
-            message = f"{event.step_key or 'resources'} failed: {error.message.strip()}"
+        line = error_line(getattr(event.event_specific_data, "error", None))
+        if line is not None:
+            message = f"{event.step_key or 'resources'} failed: {line}"
             if message not in messages:
                 messages.append(message)
     return messages
 
 
-def _explain(result: dg.ExecuteInProcessResult) -> int:
-    for message in failure_messages(result):
-        print(message, file=sys.stderr)
+def _explain(result: dg.ExecuteInProcessResult, log_file: Path) -> int:
+    """One line per failure, the cause in our own words; the last says where the tracebacks are."""
+    messages = failure_messages(result) or ["the run failed"]
+    for i, message in enumerate(messages, 1):
+        suffix = f" (full log: {log_file})" if i == len(messages) else ""
+        print(f"audian-pipeline: {message}{suffix}", file=sys.stderr)
     return 1

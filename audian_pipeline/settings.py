@@ -34,6 +34,11 @@ class SettingError(ValueError):
     """A setting is missing or malformed; the message names it and the fix."""
 
 
+class RangeError(ValueError):
+    """Days that no run can cover (--end before --start, outside the partitions); the message
+    says which days can."""
+
+
 def check_api_url(value: str, name: str = "AUDIAN_API_URL") -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
