@@ -137,8 +137,12 @@ def test_drift_while_paging_loses_and_repeats_nothing(fresh_emulator, data_dir):
 
 def test_the_count_check_holds_while_recordings_are_being_created(fresh_emulator, data_dir):
     """Audian keeps recording calls while a backfill runs: no day, today included, may be
-    reported as differing from Audian's count because of them."""
-    emu = fresh_emulator(seed=15, days=12, per_day=25)
+    reported as differing from Audian's count because of them.
+
+    The clock runs, as Audian's does: on a frozen clock every new recording shares one
+    created_at, ties sort by random ID, and new ones land below the pager's place among
+    recordings it already counted, which a real account sees only within one second."""
+    emu = fresh_emulator(seed=15, days=12, per_day=25, clock=None)
     days = days_of(emu, 10)
     stop, created = threading.Event(), []
 

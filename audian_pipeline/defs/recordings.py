@@ -100,7 +100,8 @@ def _check_api_counts(synced: list[DaySync]) -> dg.AssetCheckResult:
     answer that first reached the day. Two counting calls made one after the other disagree
     whenever a recording is created between them; one answer cannot. Recordings created later
     land above the pager's place, so neither side holds them: every day compares, today too.
-    Only a recording of that day deleted while the pager read it can still differ."""
+    Only a recording of that day deleted while the pager read it, or one created within the
+    same second as recordings already read (ties sort by ID), can still differ."""
     compared, mismatches = {}, {}
     for result in synced:
         day = str(result.day)
