@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from audian_pipeline.warehouse.reports import WarehouseLocked, WarehouseMissing
+from audian_pipeline.warehouse.reports import WarehouseLocked, WarehouseMissing, missing_warehouse, open_read_only
 
 PROMPT = "warehouse> "
 CONTINUATION = "       ...> "
@@ -37,7 +37,7 @@ def run_sql(path: Path, statements: str | None = None, *, csv_output: bool = Fal
     """`statements` (`-c`), else stdin: a prompt on a terminal, else every statement piped in.
     0 when every statement ran, 1 otherwise (the error printed as one line on stderr)."""
     if not path.exists():
-        return _fail(_missing(path))
+        return _fail(missing_warehouse(path))
     if statements is not None:
         return run_batch(path, statements, csv_output=csv_output)
     if sys.stdin.isatty():
@@ -94,22 +94,6 @@ def prompt(path: Path, *, csv_output: bool = False) -> int:
             entry = ""
 
 
-def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only session on the published warehouse, in UTC."""
-    if not path.exists():
-        raise WarehouseMissing(_missing(path))
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise WarehouseLocked(
-                f"{path} is open read-write in another process (the DuckDB CLI opens files read-write unless "
-                "started with -readonly); close that session or reopen it read-only") from None
-        raise
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
 def one_line(exc: duckdb.Error) -> str:
     """DuckDB's message without the query excerpt and caret it appends on further lines."""
     kept = []
@@ -137,11 +121,6 @@ def _show(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement, csv_outpu
         writer.writerows(relation.fetchall())
         return
     relation.show(max_width=shutil.get_terminal_size().columns if sys.stdout.isatty() else _UNLIMITED)
-
-
-def _missing(path: Path) -> str:
-    return (f"no warehouse at {path} yet: run `audian-pipeline run --start YYYY-MM-DD --end YYYY-MM-DD` "
-            "(or `audian-pipeline demo`) first, with the same AUDIAN_DATA_DIR")
 
 
 def _fail(message: str) -> int:

@@ -101,21 +101,30 @@ def description(name: str) -> str:
     return text.removeprefix(prefix).strip()
 
 
-def read_report(path: Path, name: str) -> Report:
-    view = view_name(name)
+def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only session on the published warehouse, in UTC."""
     if not path.exists():
-        raise WarehouseMissing(
-            f"no warehouse at {path} yet: materialise the `warehouse` asset (`audian-pipeline run`) first"
-        )
+        raise WarehouseMissing(missing_warehouse(path))
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise WarehouseLocked(
                 f"{path} is open read-write in another process (the DuckDB CLI opens files read-write unless "
-                "started with -readonly); close that session or reopen it with `duckdb -readonly`."
-            ) from None
+                "started with -readonly); close that session or reopen it read-only") from None
         raise
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def missing_warehouse(path: Path) -> str:
+    return (f"no warehouse at {path} yet: run `audian-pipeline run --start YYYY-MM-DD --end YYYY-MM-DD` "
+            "(or `audian-pipeline demo`) first, with the same AUDIAN_DATA_DIR")
+
+
+def read_report(path: Path, name: str) -> Report:
+    view = view_name(name)
+    con = open_read_only(path)
     with contextlib.closing(con):
         cursor = con.execute(f"SELECT * FROM {view}")
         columns = [d[0] for d in cursor.description]
@@ -141,10 +150,7 @@ def print_report(settings: Settings, name: str, out: IO[str] | None = None, *, f
     path = warehouse_path(settings.data_dir)
     try:
         report = read_report(path, name)
-    except WarehouseMissing:
-        return _fail(f"no warehouse at {path} yet: run `audian-pipeline run --start YYYY-MM-DD --end YYYY-MM-DD` "
-                     "(or `audian-pipeline demo`) first, with the same AUDIAN_DATA_DIR.")
-    except WarehouseLocked as exc:
+    except (WarehouseMissing, WarehouseLocked) as exc:
         return _fail(str(exc))
     if html_path is not None:
         try:
