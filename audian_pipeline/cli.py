@@ -168,7 +168,7 @@ def _cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     from audian_pipeline.webhooks.receiver import serve
 
-    serve(args.host, args.port, settings.data_dir, settings.webhook_secret)
+    serve(args.host, args.port, settings.events_db, settings.webhook_secret)
     return 0
 
 

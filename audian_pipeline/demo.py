@@ -18,19 +18,18 @@ import uvicorn
 from audian_pipeline.defs.resources import AudianResource
 from audian_pipeline.emulator.demo_account import demo_emulator_options
 from audian_pipeline.emulator.server import start_emulator
-from audian_pipeline.lake.paths import events_db
 from audian_pipeline.runner import run_range
 from audian_pipeline.settings import RETENTION_DAYS, Settings
 from audian_pipeline.sockets import bind
 from audian_pipeline.warehouse.reports import REPORTS, print_report
 from audian_pipeline.webhooks.receiver import create_app
 from audian_pipeline.webhooks.server import receiver_server
-from audian_pipeline.webhooks.store import EventStore
+from audian_pipeline.webhooks.store import open_event_store
 
 
 def start_receiver(settings: Settings) -> tuple[str, uvicorn.Server]:
     sock = bind("127.0.0.1", 0)
-    store = EventStore(events_db(settings.data_dir))
+    store = open_event_store(settings.events_db)
     server = receiver_server(create_app(store, settings.webhook_secret), log_level="warning", access_log=False)
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="receiver").start()
     while not server.started:

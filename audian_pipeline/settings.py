@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from audian_pipeline.lake import paths
+
 DEMO_API_KEY = "audian_demo_key_0123456789abcdef"
 """The key the embedded emulator accepts unless AUDIAN_API_KEY says otherwise."""
 
@@ -90,6 +92,23 @@ def positive_int(name: str, raw: str) -> int:
     return value
 
 
+def check_events_db(value: str, name: str = "AUDIAN_EVENTS_DB") -> str:
+    """A path (SQLite, made absolute) or a postgresql:// URL; the URL's password never reaches a message."""
+    if "://" not in value:
+        return str(Path(value).resolve())
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise SettingError(
+            f"{name} must be a file path (SQLite) or a postgresql://user:password@host:port/database URL "
+            f"(got a {parts.scheme}:// URL)."
+        )
+    if not parts.hostname or not parts.path.strip("/"):
+        raise SettingError(
+            f"{name} needs a host and a database, as in postgresql://user:password@host:5432/audian."
+        )
+    return value
+
+
 def env_value(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
     """A setting as the process sees it now: the variable when set and not empty, else the default.
 
@@ -126,6 +145,12 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         return Path(env_value("AUDIAN_DATA_DIR", DEFAULT_DATA_DIR, self._env)).resolve()
+
+    @property
+    def events_db(self) -> str:
+        """AUDIAN_EVENTS_DB: a path (SQLite, the default under the data dir) or a postgresql:// URL."""
+        default = str(paths.events_db(self.data_dir))
+        return check_events_db(env_value("AUDIAN_EVENTS_DB", default, self._env))
 
     @property
     def webhook_secret(self) -> str:

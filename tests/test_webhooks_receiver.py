@@ -257,7 +257,8 @@ def test_concurrent_deliveries_are_each_stored_once(base_url, store):
 _SERVE = (
     "import os, sys; from pathlib import Path; "
     "from audian_pipeline.webhooks.receiver import serve; "
-    "serve('127.0.0.1', int(sys.argv[1]), Path(sys.argv[2]), os.environ['AUDIAN_WEBHOOK_SECRET'])"
+    "serve('127.0.0.1', int(sys.argv[1]), str(Path(sys.argv[2]) / 'events' / 'events.sqlite3'), "
+    "os.environ['AUDIAN_WEBHOOK_SECRET'])"
 )
 
 

@@ -7,10 +7,11 @@ import dagster as dg
 webhook_events = dg.AssetSpec(
     "webhook_events",
     group_name="lake",
-    kinds={"sqlite"},
+    kinds={"sqlite", "postgres"},
     description=(
         "Signed webhook events Audian delivered, stored by the receiver before it answered 2xx and "
-        "de-duplicated by webhook-id (<AUDIAN_DATA_DIR>/events/events.sqlite3). Produced by "
+        "de-duplicated by webhook-id (AUDIAN_EVENTS_DB: SQLite at <AUDIAN_DATA_DIR>/events/events.sqlite3 "
+        "by default, or Postgres). Produced by "
         "`audian-pipeline webhooks`, not by a run: the only source of each file's sha256 and of "
         "failure reasons."
     ),

@@ -66,7 +66,7 @@ def recording_audio(
     days: list[ArchiveDay] = []
     for day in partition_days(context):
         day_before = Counter(client.stats)
-        result = archive_day(archiver, day, concurrency=audian.download_concurrency)
+        result = archive_day(archiver, day, lake.events_location(), concurrency=audian.download_concurrency)
         context.log.info("recording_audio %s: %s; %d downloaded, %.1f MB at %.1f MB/s", day, result.outcomes,
                          result.downloaded, result.bytes_downloaded / 1e6, result.mb_per_second)
         days.append(result)

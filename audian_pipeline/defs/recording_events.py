@@ -15,8 +15,9 @@ from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.external import webhook_events
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import LakeResource
-from audian_pipeline.lake.paths import events_db, table_dir
+from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.sync.recording_events import TABLE, EventsDay, write_events_day
+from audian_pipeline.webhooks.store import shown_location
 
 UNIQUE_WEBHOOK_IDS = "one_row_per_webhook_id"
 
@@ -40,12 +41,12 @@ UNIQUE_WEBHOOK_IDS = "one_row_per_webhook_id"
 def recording_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     written: list[EventsDay] = []
     for day in partition_days(context):
-        result = write_events_day(lake.path, day)
+        result = write_events_day(lake.path, day, lake.events_location())
         context.log.info("recording_events %s: %d rows %s", day, result.rows, result.rows_by_event)
         written.append(result)
         add_day_metadata(context, day, _day_metadata(result))
     if not all(result.store_found for result in written):
-        context.log.warning("no events store at %s yet: wrote empty partitions", events_db(lake.path))
+        context.log.warning("no events store at %s yet: wrote empty partitions", shown_location(lake.events_location()))
     return dg.MaterializeResult(
         metadata=_run_metadata(written, lake),
         check_results=[_check_unique(written, lake)],
@@ -76,7 +77,8 @@ def _run_metadata(written: list[EventsDay], lake: LakeResource) -> dict:
     )
     meta["events_store_found"] = all(r.store_found for r in written)
     if not meta["events_store_found"]:
-        meta["note"] = f"no events store at {events_db(lake.path)}: the receiver has stored nothing yet"
+        meta["note"] = (f"no events store at {shown_location(lake.events_location())}: "
+                        "the receiver has stored nothing yet")
     return meta
 
 

@@ -20,6 +20,7 @@ from pydantic import PrivateAttr
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.defs.partitions import check_partitions_start
 from audian_pipeline.lake.account import AccountIdentity, audian_identity, claim, emulator_identity
+from audian_pipeline.lake.paths import events_db
 from audian_pipeline.settings import (
     DEFAULT_API_URL,
     DEFAULT_DATA_DIR,
@@ -28,6 +29,7 @@ from audian_pipeline.settings import (
     SettingError,
     check_api_key,
     check_api_url,
+    check_events_db,
     env_value,
     positive_int,
     show_phone_numbers_from_env,
@@ -105,13 +107,20 @@ class LakeResource(dg.ConfigurableResource):
     starts this resource and the partitions themselves must load whatever the variable says."""
 
     data_dir: str | None = None
+    events_db: str | None = None
+    """The webhook events store, AUDIAN_EVENTS_DB: a path (SQLite) or a postgresql:// URL;
+    default <data dir>/events/events.sqlite3. The assets and the sensor read it from here."""
 
     @property
     def path(self) -> Path:
         return Path(self.data_dir or env_value("AUDIAN_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
 
+    def events_location(self) -> str:
+        return check_events_db(self.events_db or env_value("AUDIAN_EVENTS_DB", str(events_db(self.path))))
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_partitions_start()
+        self.events_location()
         path = self.path
         try:
             path.mkdir(parents=True, exist_ok=True)

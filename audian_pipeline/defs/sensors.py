@@ -13,10 +13,10 @@ import pyarrow.dataset as ds
 
 from audian_pipeline.defs.partitions import daily_partitions
 from audian_pipeline.defs.resources import LakeResource
-from audian_pipeline.lake.paths import PARTITION_FILE, events_db, table_dir
+from audian_pipeline.lake.paths import PARTITION_FILE, table_dir
 from audian_pipeline.lake.schemas import RECORDINGS
 from audian_pipeline.settings import RETENTION_DAYS
-from audian_pipeline.webhooks.store import EventStore, StoredEvent
+from audian_pipeline.webhooks.store import BaseEventStore, StoredEvent, open_existing_event_store, shown_location
 
 COMPLETED = "recording.completed"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -112,7 +112,7 @@ def run_requests(days: dict[date, int], newest: date, today: date) -> list[dg.Ru
     return [dg.RunRequest(run_key=key, tags={**tags, RANGE_START: first.isoformat(), RANGE_END: last.isoformat()})]
 
 
-def newest_event_day(store: EventStore) -> date:
+def newest_event_day(store: BaseEventStore) -> date:
     """The UTC day of the last event the receiver stored, of any type."""
     (last,) = store.events_after(store.max_seq() - 1)
     return last.occurred_at.astimezone(timezone.utc).date()
@@ -140,10 +140,11 @@ def recording_completed_sensor(
     should choose to start (typically after the first backfill), not `dagster dev` by itself.
     """
     cursor = int(context.cursor or 0)
-    path = events_db(lake.path)
-    if not path.exists():
-        return dg.SkipReason(f"no events store at {path} yet: is the webhook receiver running?")
-    with EventStore(path) as store:
+    location = lake.events_location()
+    store = open_existing_event_store(location)
+    if store is None:
+        return dg.SkipReason(f"no events store at {shown_location(location)} yet: is the webhook receiver running?")
+    with store:
         events = store.events_after(cursor, COMPLETED, limit=BATCH)
         if not events:
             return dg.SkipReason(f"no recording.completed event after seq {cursor}")

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from audian_pipeline.audio.archive import Archiver, clean_stale_downloads
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
-from audian_pipeline.lake.paths import events_db
 from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDINGS
-from audian_pipeline.webhooks.store import EventStore
+from audian_pipeline.webhooks.store import open_existing_event_store
 
 TABLE = RECORDING_AUDIO
 
@@ -40,19 +39,20 @@ class ArchiveDay:
         return self.bytes_downloaded / 1e6 / self.seconds_downloading if self.seconds_downloading else 0.0
 
 
-def load_checksums(data_dir: Path, recording_ids: list[str]) -> dict[str, str]:
+def load_checksums(events_db: str, recording_ids: list[str]) -> dict[str, str]:
     """sha256 of each recording from its `recording.completed` webhook, where one arrived."""
-    path = events_db(data_dir)
-    if not path.exists() or not recording_ids:
+    store = open_existing_event_store(events_db) if recording_ids else None
+    if store is None:
         return {}
-    with EventStore(path) as store:
+    with store:
         return store.checksums(recording_ids)
 
 
-def archive_day(archiver: Archiver, day: date, concurrency: int = 4) -> ArchiveDay:
+def archive_day(archiver: Archiver, day: date, events_db: str, concurrency: int = 4) -> ArchiveDay:
+    """`events_db` is AUDIAN_EVENTS_DB's value (a path or a postgresql:// URL): the checksums."""
     recordings = read_rows(archiver.data_dir, RECORDINGS, day)
     previous = {row["recording_id"]: row for row in read_rows(archiver.data_dir, TABLE, day)}
-    checksums = load_checksums(archiver.data_dir, [r["recording_id"] for r in recordings])
+    checksums = load_checksums(events_db, [r["recording_id"] for r in recordings])
     clean_stale_downloads(archiver.data_dir, day)
     archiver.take_downloads()
     started = time.perf_counter()

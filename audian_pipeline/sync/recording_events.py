@@ -16,9 +16,8 @@ from typing import Iterable
 
 from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import to_table, write_partition
-from audian_pipeline.lake.paths import events_db
 from audian_pipeline.lake.tables import RECORDING_EVENTS
-from audian_pipeline.webhooks.store import EventStore, StoredEvent
+from audian_pipeline.webhooks.store import StoredEvent, open_existing_event_store
 
 TABLE = RECORDING_EVENTS
 
@@ -62,23 +61,24 @@ def event_rows(events: Iterable[StoredEvent]) -> list[dict]:
     return sorted(rows.values(), key=lambda row: (row["occurred_at"], row["webhook_id"]))
 
 
-def read_day(data_dir: Path, day: date) -> list[StoredEvent] | None:
+def read_day(events_db: str, day: date) -> list[StoredEvent] | None:
     """The day's stored events, or None when there is no store yet.
 
-    None rather than opening it: `EventStore` creates the file, and only the receiver should
-    decide where and when its store comes to life.
+    None rather than creating it: only the receiver should decide where and when its store
+    comes to life (`open_existing_event_store`).
     """
-    path = events_db(data_dir)
-    if not path.exists():
+    store = open_existing_event_store(events_db)
+    if store is None:
         return None
     start, end = day_bounds(day)
-    with EventStore(path) as store:
+    with store:
         return store.events_between(start, end)
 
 
-def write_events_day(data_dir: Path, day: date) -> EventsDay:
-    """Rewrite the day's `recording_events` partition from the events store."""
-    events = read_day(data_dir, day)
+def write_events_day(data_dir: Path, day: date, events_db: str) -> EventsDay:
+    """Rewrite the day's `recording_events` partition from the events store at `events_db`
+    (AUDIAN_EVENTS_DB: a path or a postgresql:// URL)."""
+    events = read_day(events_db, day)
     rows = event_rows(events or [])
     path, size = write_partition(data_dir, TABLE, day, to_table(TABLE, rows))
     return EventsDay(

@@ -1,7 +1,7 @@
 """The HTTP service Audian posts its Standard-Webhooks-signed recording events to.
 
 It only verifies, de-duplicates and appends: a 2xx means the event is committed to the
-`EventStore`, so Audian's retries (at least once, unordered) cover every other failure. The
+events store, so Audian's retries (at least once, unordered) cover every other failure. The
 checks run cheapest first, so an unsigned flood costs no body reads and no disk:
 
     Content-Length > limit -> 413, headers missing/malformed or timestamp outside the
@@ -21,11 +21,9 @@ import contextlib
 import copy
 import json
 import logging
-import sqlite3
 import time
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 import uvicorn
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -40,7 +38,7 @@ from audian_pipeline.client.models import MalformedResponse, RecordingEvent
 from audian_pipeline.settings import check_webhook_secret
 from audian_pipeline.sockets import bind
 from audian_pipeline.webhooks.server import receiver_server
-from audian_pipeline.webhooks.store import EventStore
+from audian_pipeline.webhooks.store import BaseEventStore, EventStoreError, open_event_store
 
 log = logging.getLogger("audian_pipeline.webhooks")
 
@@ -186,7 +184,7 @@ def _check_tolerance(tolerance_seconds: int) -> None:
 
 
 def create_app(
-    store: EventStore,
+    store: BaseEventStore,
     secret: str,
     tolerance_seconds: int = 300,
     max_body_bytes: int = 256 * 1024,
@@ -238,16 +236,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _store(
-    store: EventStore, webhook_id: str, event: RecordingEvent, body: bytes, duplicates: Counter[str]
+    store: BaseEventStore, webhook_id: str, event: RecordingEvent, body: bytes, duplicates: Counter[str]
 ) -> Response:
-    """Append in a worker thread (SQLite blocks) and answer only once it is committed.
+    """Append in a worker thread (the store blocks) and answer only once it is committed.
 
     A duplicate is the normal at-least-once delivery at work: counted (`GET /healthz`) and
     logged at DEBUG, not a line per retry on the terminal."""
     received_at = datetime.now(timezone.utc)
     try:
         new = await run_in_threadpool(store.append, webhook_id, event, body, received_at)
-    except sqlite3.Error as exc:
+    except EventStoreError as exc:
         log.error("webhook not stored: webhook_id=%r store error: %s", webhook_id, exc)
         return _error(503, "store_unavailable", "the event could not be stored; retry later")
     if not new:
@@ -265,13 +263,14 @@ def _log_config() -> dict:
     return config
 
 
-def serve(host: str, port: int, data_dir: Path, secret: str) -> None:
-    """Run the receiver until stopped, storing events in data_dir/events/events.sqlite3.
+def serve(host: str, port: int, events_db: str, secret: str) -> None:
+    """Run the receiver until stopped, storing events at `events_db` (AUDIAN_EVENTS_DB: a path
+    for SQLite, a postgresql:// URL for a store that several receivers share).
 
     uvicorn's access log names method, path and status only, never a body or a header.
     """
     sock = bind(host, port)  # a port in use fails here, in one line
-    store = EventStore(Path(data_dir) / "events" / "events.sqlite3")
+    store = open_event_store(events_db)
     try:
         app = create_app(store, secret)
         server = receiver_server(app, log_level="info", log_config=_log_config())

@@ -11,6 +11,10 @@ committed before one with a higher `seq` becomes visible; a reader that remember
 
 Timestamps are stored as fixed-width ISO-8601 UTC text (`2024-01-15T10:36:00.000000Z`), so
 comparing the text compares the instants and the `occurred_at` range query can use SQL.
+
+The same store on Postgres (`postgres_store.py`) keeps these promises for receivers, sensors and
+workers on several machines; `open_event_store` picks the engine from AUDIAN_EVENTS_DB, a path
+or a `postgresql://` URL, and is the one place every reader and writer opens the store.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 from audian_pipeline.client.models import RecordingEvent
 
@@ -46,6 +51,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_recording_id ON events (recording_id);
 CREATE INDEX IF NOT EXISTS events_event ON events (event);
+CREATE INDEX IF NOT EXISTS events_occurred_at ON events (occurred_at);
 """
 
 _COLUMNS = (
@@ -96,74 +102,65 @@ def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
         yield unique[start:start + _IN_CHUNK]
 
 
-class EventStore:
-    """The events table behind one connection and a lock.
+class EventStoreError(Exception):
+    """The store could not take or give events (disk full, database unreachable): the receiver
+    answers 503 and Audian retries; a sensor tick or a step fails and runs again."""
 
-    One connection shared under a lock, rather than one per thread: SQLite serialises writers
-    anyway, and a lock queues threads fairly where SQLite's busy handler would make them sleep
-    and retry. Other processes open their own `EventStore`; WAL lets them read while this one
-    writes, and `busy_timeout` makes a second writer wait instead of failing at once.
+
+class BaseEventStore:
+    """The store's queries, written once for both engines.
+
+    A subclass gives `_query` (rows of a read) and `_insert` (one committed append); the SQL
+    here uses `?` placeholders and `{table}` for the table's name, which each engine adapts.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = self._connect()
+    table = "events"
+    location = ""
+    """Where the store is, as shown to people: a path, or a URL without its password."""
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-            check_same_thread=False,
-        )
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.executescript(_SCHEMA)
-        return conn
+    def _query(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _insert(self, row: tuple) -> bool:
+        raise NotImplementedError
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        raise NotImplementedError
 
-    def __enter__(self) -> "EventStore":
+    def __enter__(self) -> "BaseEventStore":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _query(self, sql: str, params: Iterable = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, tuple(params)).fetchall()
 
     def append(
         self, webhook_id: str, event: RecordingEvent, payload: bytes, received_at: datetime
     ) -> bool:
         """Store one event; True if new, False if this webhook-id is already stored.
 
-        The row is committed (and fsynced, `synchronous=FULL`) when this returns, so the
-        caller may acknowledge the delivery. A retry of a stored event changes nothing: the
-        first copy wins, as Audian resends the same body under the same id.
+        The row is committed durably when this returns, so the caller may acknowledge the
+        delivery. A retry of a stored event changes nothing: the first copy wins, as Audian
+        resends the same body under the same id. Raises `EventStoreError` when it cannot.
         """
         row = (
             webhook_id, event.event, event.recording_id, event.call_id,
             utc_text(event.occurred_at), utc_text(received_at), event.reason,
             event.checksum_sha256, event.download_url, payload.decode("utf-8"),
         )
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT INTO events (webhook_id, event, recording_id, call_id, occurred_at, "
-                "received_at, reason, checksum_sha256, download_url, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (webhook_id) DO NOTHING",
-                row,
-            )
-            return cursor.rowcount == 1
+        return self._insert(row)
+
+    def _insert_sql(self) -> str:
+        return (
+            f"INSERT INTO {self.table} (webhook_id, event, recording_id, call_id, occurred_at, "
+            "received_at, reason, checksum_sha256, download_url, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (webhook_id) DO NOTHING"
+        )
 
     def events_after(
         self, seq: int, event_type: str | None = None, limit: int | None = None
     ) -> list[StoredEvent]:
         """Events with `seq` greater than the cursor, oldest first: the sensor's next batch."""
-        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > ?"
+        sql = f"SELECT {_COLUMNS} FROM {self.table} WHERE seq > ?"
         params: list = [seq]
         if event_type is not None:
             sql += " AND event = ?"
@@ -181,7 +178,7 @@ class EventStore:
         that arrives tomorrow still belongs to the day it happened.
         """
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM events WHERE occurred_at >= ? AND occurred_at < ? "
+            f"SELECT {_COLUMNS} FROM {self.table} WHERE occurred_at >= ? AND occurred_at < ? "
             "ORDER BY occurred_at, seq",
             (utc_text(start), utc_text(end)),
         )
@@ -199,7 +196,7 @@ class EventStore:
         for chunk in _chunks(recording_ids):
             marks = ", ".join("?" * len(chunk))
             rows = self._query(
-                f"SELECT recording_id, {field} FROM events WHERE event = ? "
+                f"SELECT recording_id, {field} FROM {self.table} WHERE event = ? "
                 f"AND recording_id IN ({marks}) AND {field} IS NOT NULL "
                 "ORDER BY occurred_at, seq",
                 [event_type, *chunk],
@@ -220,8 +217,88 @@ class EventStore:
 
     def max_seq(self) -> int:
         """The highest stored seq, 0 when empty: where a new sensor cursor may start."""
-        return self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0]
+        return int(self._query(f"SELECT COALESCE(MAX(seq), 0) FROM {self.table}")[0][0])
 
     def count(self) -> int:
         """How many events are stored, for the health check."""
-        return self._query("SELECT COUNT(*) FROM events")[0][0]
+        return int(self._query(f"SELECT COUNT(*) FROM {self.table}")[0][0])
+
+
+class EventStore(BaseEventStore):
+    """The SQLite store (the default): the events table behind one connection and a lock.
+
+    One connection shared under a lock, rather than one per thread: SQLite serialises writers
+    anyway, and a lock queues threads fairly where SQLite's busy handler would make them sleep
+    and retry. Other processes open their own `EventStore`; WAL lets them read while this one
+    writes, and `busy_timeout` makes a second writer wait instead of failing at once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _query(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def _insert(self, row: tuple) -> bool:
+        """Committed and fsynced (`synchronous=FULL`) when this returns."""
+        try:
+            with self._lock:
+                return self._conn.execute(self._insert_sql(), row).rowcount == 1
+        except sqlite3.Error as exc:
+            raise EventStoreError(f"events store {self.location}: {exc}") from None
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def shown_location(location: str) -> str:
+    """The location as logs and messages may show it: a URL loses its password."""
+    if not is_postgres_url(location):
+        return location
+    parts = urlsplit(location)
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def open_event_store(location: str | Path) -> BaseEventStore:
+    """The store at AUDIAN_EVENTS_DB's value, created if new: for the receiver, which decides
+    where and when the store comes to life. A path is SQLite, `postgresql://` is Postgres."""
+    location = str(location)
+    if is_postgres_url(location):
+        from audian_pipeline.webhooks.postgres_store import PostgresEventStore
+
+        return PostgresEventStore(location)
+    return EventStore(Path(location))
+
+
+def open_existing_event_store(location: str | Path) -> BaseEventStore | None:
+    """The store for a reader (assets, sensor), or None while the receiver has stored nothing:
+    a reader never creates it, so a wrong setting shows as "no store" rather than a new one."""
+    location = str(location)
+    if is_postgres_url(location):
+        from audian_pipeline.webhooks.postgres_store import PostgresEventStore
+
+        return PostgresEventStore.open_existing(location)
+    return EventStore(Path(location)) if Path(location).exists() else None

@@ -830,6 +830,7 @@ def peak():  # VmHWM: this process's own peak (ru_maxrss would carry the parent'
 
 from audian_pipeline.audio.archive import Archiver
 from audian_pipeline.sync.recording_audio import load_checksums
+from audian_pipeline.lake.paths import events_db
 from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.lake.parquet import read_rows
@@ -838,7 +839,7 @@ api_url, data_dir, day, rid = sys.argv[1], Path(sys.argv[2]), date.fromisoformat
 steps = {"imports": peak()}
 rec = next(r for r in read_rows(data_dir, RECORDINGS, day) if r["recording_id"] == rid)
 steps["read the day's recordings partition"] = peak()
-checksum = load_checksums(data_dir, [rid]).get(rid)
+checksum = load_checksums(str(events_db(data_dir)), [rid]).get(rid)
 client = AudianClient(api_url, os.environ["AUDIAN_API_KEY"])
 before = steps["webhook checksum + client"] = peak()
 t0, c0 = time.perf_counter(), time.process_time()
@@ -1021,7 +1022,7 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
         before = Counter(client.stats)
         emulator_cpu = process_cpu(emulator.pid)
         with Timer() as timer:
-            result = archive_day(archiver, day, concurrency=ARCHIVE_CONCURRENCY)
+            result = archive_day(archiver, day, str(events_db(data_dir)), concurrency=ARCHIVE_CONCURRENCY)
         emulator_cpu = process_cpu(emulator.pid) - emulator_cpu
         manifest = {r["recording_id"]: r for r in read_rows(data_dir, ARCHIVE_TABLE, day)}
         wrong = sum(1 for rid, _, _ in files
