@@ -9,7 +9,7 @@ PORT ?= 3000
 DG_ENV := VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(CURDIR)/dagster_home
 DG := $(DG_ENV) $(VENV)/bin/dg
 
-.PHONY: demo test test-fast lint bench dev clean chromium
+.PHONY: demo test test-fast lint bench dev clean chromium servers
 
 $(STAMP): pyproject.toml
 	@echo "creating $(VENV) and installing audian_pipeline with its [test,emulator] extras (pip)..."
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/audian-pipeline demo
 
-test: $(STAMP) chromium lint
+test: $(STAMP) chromium servers lint
 	$(DG) check defs
 	$(PY) -m pytest -q
 
@@ -37,6 +37,17 @@ chromium:
 	  echo "installing Debian's chromium with apt-get for the UI test (a minute or two)..." && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
 	  echo "chromium is not installed and could not be: the UI test will be skipped"
+
+# The production tests start a real Postgres 15 and Redis from Debian's packages (postgresql,
+# redis-server) on free ports; install them where we can (root with apt-get), otherwise those
+# tests skip and say why. Never fails the build by itself.
+servers:
+	@{ [ -x /usr/lib/postgresql/15/bin/initdb ] || command -v initdb >/dev/null 2>&1; } && \
+	  command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo "installing Debian's postgresql and redis-server with apt-get for the production tests..." && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server) \
+	  >/dev/null 2>&1; } || \
+	  echo "postgresql or redis-server is not installed and could not be: the tests that need them will be skipped"
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
