@@ -36,6 +36,7 @@ PARTICIPANT_WEIGHTS = (("all", 0.6), ("caller", 0.2), ("callee", 0.2))
 SAMPLE_RATES = {"mp3": (8000, 16000), "wav": (8000, 16000), "opus": (16000, 48000)}
 DEFAULT_BITRATE = {"mp3": 64, "opus": 32}
 FAILURE_RATE = 0.06
+SILENT_PER_MILLE = 25
 TERMINAL_STATES = ("completed", "failed")
 UNSAFE_IDS = ("../rec_escape", "rec_dots.in.name", "rec%2F..%2Fpasswd", "rec_with/slash")
 """IDs a careless pipeline would turn into a path outside its archive, or into another URL
@@ -127,7 +128,17 @@ class RecordingRecord:
             sample_rate=self.sample_rate,
             channels=self.channels,
             bitrate=self.bitrate,
+            content=self.content,
         )
+
+    @property
+    def content(self) -> str:
+        """What the file holds: the conversation (both parties), or one party for `caller` and
+        `callee`; a few recordings are dead lines where nobody speaks. Drawn from the id, so it
+        takes nothing from the account's random stream."""
+        if stable_hash("silence", self.recording_id) % 1000 < SILENT_PER_MILLE:
+            return "silence"
+        return "conversation" if self.participant == "all" else self.participant
 
     def visible_at(self, now: datetime) -> bool:
         if self.created_at > now or now >= self.expires_at:

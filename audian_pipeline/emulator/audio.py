@@ -12,6 +12,12 @@ thousands of recordings, some hours long, so the design keeps three costs small:
   built one at a time. Memory stays flat whatever the duration.
 * `AudioCache` writes each file once, atomically, with its sha256 beside it.
 
+What is heard is the spec's `content`. The default, `tones`, is the original: a short clip
+looped (its bytes are unchanged since before contents existed). The account's recordings are
+conversations instead (`conversation.py`): a script of 720 ms cells, each cell's clip encoded
+once per process and format, and a file the concatenation of its script's clips, so it is just
+as cheap to stream and to size, and every recording carries ground-truth talk segments.
+
 How each format is made, and why it decodes as declared:
 
 * WAV: RIFF, PCM 16-bit little-endian, 44-byte canonical header. The samples are "speech-like"
@@ -58,6 +64,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
+from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
@@ -65,6 +72,14 @@ import lameenc
 import numpy as np
 import soundfile
 
+from audian_pipeline.emulator.conversation import (
+    CONTENTS,
+    TalkSegment,
+    cell_pcm,
+    cell_samples,
+    script,
+    talk_segments,
+)
 from audian_pipeline.lake.files import atomic_writer
 
 # Bump when the bytes produced for a spec change, so caches on disk are not reused.
@@ -112,9 +127,16 @@ class AudioSpec:
     sample_rate: int
     channels: int  # 1 or 2
     bitrate: int  # kbps
+    content: str = "tones"
+    """What is heard (see `conversation.CONTENTS`). The default is the original looped clip, so a
+    spec written before conversations existed still gives the same bytes."""
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    def talk_segments(self) -> list[TalkSegment]:
+        """Ground truth of who talks when, per channel (stereo: caller 0, callee 1)."""
+        return talk_segments(self.recording_id, self.duration, self.content, self.channels)
 
 
 def _validate(spec: AudioSpec) -> None:
@@ -124,6 +146,8 @@ def _validate(spec: AudioSpec) -> None:
         raise ValueError(f"recording_id is longer than {_MAX_ID_BYTES} bytes")
     if not _is_int(spec.duration) or spec.duration < 1:
         raise ValueError(f"duration must be a whole number of seconds >= 1, not {spec.duration!r}")
+    if spec.content not in CONTENTS:
+        raise ValueError(f"content must be one of {', '.join(CONTENTS)}, not {spec.content!r}")
     expected = bitrate_for(spec.file_format, spec.sample_rate, spec.channels, spec.bitrate)
     if spec.bitrate != expected:
         raise ValueError(
@@ -278,9 +302,42 @@ def _wav_header(spec: AudioSpec) -> bytes:
 
 def _iter_wav(spec: AudioSpec, chunk_size: int) -> Iterator[bytes]:
     yield _wav_header(spec)
+    if spec.content != "tones":
+        cells = (_wav_cell(code, spec.sample_rate, spec.channels) for code in _script(spec))
+        yield from _rechunk(cells, _wav_data_bytes(spec), chunk_size)
+        return
     seconds = min(spec.duration, _SEED_SECONDS)
     block = _pcm(f"wav:{spec.recording_id}", spec.sample_rate, spec.channels, seconds).astype("<i2").tobytes()
     yield from _repeat(block, _wav_data_bytes(spec), chunk_size)
+
+
+@lru_cache(maxsize=None)
+def _wav_cell(code: int, sample_rate: int, channels: int) -> bytes:
+    return cell_pcm(code, sample_rate, channels).astype("<i2").tobytes()
+
+
+def _script(spec: AudioSpec) -> bytes:
+    """The cells of the spec's script and one quiet cell more: encoders round the length up
+    (MP3 to whole frames, Opus by its pre-skip), and the stream is cut at the exact length."""
+    return script(spec.recording_id, spec.duration, spec.content) + b"\0"
+
+
+def _rechunk(blocks: Iterator[bytes], total: int, chunk_size: int) -> Iterator[bytes]:
+    """The first `total` bytes of `blocks`, as chunks of about `chunk_size` bytes."""
+    pending: list[bytes] = []
+    size = 0
+    for block in blocks:
+        block = block[: total]
+        total -= len(block)
+        pending.append(block)
+        size += len(block)
+        if size >= chunk_size or total <= 0:
+            yield b"".join(pending)
+            pending, size = [], 0
+        if total <= 0:
+            return
+    if pending:
+        yield b"".join(pending)
 
 
 # ---- MP3 ---------------------------------------------------------------------------------
@@ -304,18 +361,23 @@ def _mp3_seed(sample_rate: int, channels: int, kbps: int) -> _Mp3Seed:
 @lru_cache(maxsize=None)
 def _encode_mp3_seed(sample_rate: int, channels: int, kbps: int) -> _Mp3Seed:
     """Encode the seed clip once per process and check it is loopable CBR."""
+    pcm = _pcm("seed", sample_rate, channels, _SEED_SECONDS)
+    stream = _lame(pcm, sample_rate, channels, kbps)
+    frame_bytes = 72 * kbps * 1000 // sample_rate
+    loop_frames = len(pcm) // _MP3_SAMPLES_PER_FRAME  # drop the flush frames at the end
+    _check_mp3_frames(stream, frame_bytes, loop_frames, sample_rate, channels, kbps)
+    return _Mp3Seed(frames=stream[: loop_frames * frame_bytes], frame_bytes=frame_bytes)
+
+
+def _lame(pcm: np.ndarray, sample_rate: int, channels: int, kbps: int) -> bytes:
+    """A fresh LAME encode, CBR at `kbps`, flushed: the first frame starts with an empty reservoir."""
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(kbps)
     encoder.set_in_sample_rate(sample_rate)
     encoder.set_out_sample_rate(sample_rate)
     encoder.set_channels(channels)
     encoder.set_quality(2)
-    pcm = _pcm("seed", sample_rate, channels, _SEED_SECONDS)
-    stream = bytes(encoder.encode(pcm.astype("<i2").tobytes())) + bytes(encoder.flush())
-    frame_bytes = 72 * kbps * 1000 // sample_rate
-    loop_frames = len(pcm) // _MP3_SAMPLES_PER_FRAME  # drop the flush frames at the end
-    _check_mp3_frames(stream, frame_bytes, loop_frames, sample_rate, channels, kbps)
-    return _Mp3Seed(frames=stream[: loop_frames * frame_bytes], frame_bytes=frame_bytes)
+    return bytes(encoder.encode(pcm.astype("<i2").tobytes())) + bytes(encoder.flush())
 
 
 def _check_mp3_frames(stream: bytes, frame_bytes: int, count: int, sample_rate: int, channels: int, kbps: int) -> None:
@@ -367,7 +429,38 @@ def _synchsafe(value: int) -> bytes:
 def _iter_mp3(spec: AudioSpec, chunk_size: int) -> Iterator[bytes]:
     seed = _mp3_seed(spec.sample_rate, spec.channels, spec.bitrate)
     yield _id3_tag(spec.recording_id)
-    yield from _repeat(seed.frames, _mp3_frame_count(spec) * seed.frame_bytes, chunk_size)
+    total = _mp3_frame_count(spec) * seed.frame_bytes
+    if spec.content == "tones":
+        yield from _repeat(seed.frames, total, chunk_size)
+        return
+    cells = _mp3_cells(spec.sample_rate, spec.channels, spec.bitrate)
+    yield from _rechunk((cells[code] for code in _script(spec)), total, chunk_size)
+
+
+def _mp3_cells(sample_rate: int, channels: int, kbps: int) -> tuple[bytes, ...]:
+    with _SEED_LOCK:
+        return _encode_mp3_cells(sample_rate, channels, kbps)
+
+
+_LAME_DELAY = 1105
+"""Samples LAME's decoded output lags its input (576 + 529 + 1): the cells are fed this far
+ahead, so each decodes in place with its start-up inside the cell's quiet lead."""
+
+
+@lru_cache(maxsize=None)
+def _encode_mp3_cells(sample_rate: int, channels: int, kbps: int) -> tuple[bytes, ...]:
+    """Each cell clip encoded alone: its first frame borrows no reservoir bytes, so any cell
+    may follow any other, and every cell is a whole number of constant-length frames."""
+    frame_bytes = 72 * kbps * 1000 // sample_rate
+    frames = cell_samples(sample_rate) // _MP3_SAMPLES_PER_FRAME
+    out = []
+    for code in range(16):
+        pcm = cell_pcm(code, sample_rate, channels)
+        ahead = np.concatenate([pcm[_LAME_DELAY:], np.zeros((_LAME_DELAY, channels), dtype=np.int16)])
+        stream = _lame(ahead, sample_rate, channels, kbps)
+        _check_mp3_frames(stream, frame_bytes, frames, sample_rate, channels, kbps)
+        out.append(stream[: frames * frame_bytes])
+    return tuple(out)
 
 
 # ---- Ogg Opus ----------------------------------------------------------------------------
@@ -484,8 +577,36 @@ def _opus_seed(sample_rate: int, channels: int, kbps: int) -> _OpusSeed:
 @lru_cache(maxsize=None)
 def _encode_opus_seed(sample_rate: int, channels: int, kbps: int) -> _OpusSeed:
     """Encode the seed clip once per process with libopus (via libsndfile) and index its packets."""
+    pre_skip, packets = _libopus(_pcm("seed", sample_rate, channels, _SEED_SECONDS), sample_rate, channels, kbps)
+    packets = packets[:-2]  # the last packets hold the encoder's flush padding
+    spp = _opus_packet_samples(packets[0])
+    if any(_opus_packet_samples(p) != spp for p in packets):
+        raise RuntimeError("libsndfile's Opus packets differ in duration; the page layout needs them equal")
+    return _index_opus_packets(pre_skip, spp, packets)
+
+
+def _opus_cells(sample_rate: int, channels: int, kbps: int) -> _OpusSeed:
+    with _SEED_LOCK:
+        return _encode_opus_cells(sample_rate, channels, kbps)
+
+
+@lru_cache(maxsize=None)
+def _encode_opus_cells(sample_rate: int, channels: int, kbps: int) -> _OpusSeed:
+    """Each cell clip encoded alone, its packets indexed one cell after another (cell `code` holds
+    packets code * per_cell onwards). Not fed ahead as MP3's are: the stream's pre-skip already
+    takes off the encoder's look-ahead, so every cell decodes in place."""
+    cells = [_libopus(cell_pcm(code, sample_rate, channels), sample_rate, channels, kbps) for code in range(16)]
+    spp = _opus_packet_samples(cells[0][1][0])
+    per_cell = cell_samples(sample_rate) * (_OPUS_RATE // sample_rate) // spp
+    packets = tuple(p for _, cell in cells for p in cell[:per_cell])
+    if any(_opus_packet_samples(p) != spp for p in packets) or len({pre for pre, _ in cells}) != 1:
+        raise RuntimeError("libsndfile's Opus cells differ in packet duration or pre-skip")
+    return _index_opus_packets(cells[0][0], spp, packets)
+
+
+def _libopus(pcm: np.ndarray, sample_rate: int, channels: int, kbps: int) -> tuple[int, tuple[bytes, ...]]:
+    """(pre-skip, audio packets) of one Ogg Opus encode by libsndfile, at about `kbps`."""
     buffer = BytesIO()
-    pcm = _pcm("seed", sample_rate, channels, _SEED_SECONDS)
     level = _opus_compression_level(kbps, channels)
     with soundfile.SoundFile(
         buffer, "w", samplerate=sample_rate, channels=channels, format="OGG", subtype="OPUS", compression_level=level
@@ -494,12 +615,7 @@ def _encode_opus_seed(sample_rate: int, channels: int, kbps: int) -> _OpusSeed:
     head, _tags, *audio = _ogg_packets(buffer.getvalue())
     if not head.startswith(b"OpusHead") or len(head) < 19:
         raise RuntimeError("libsndfile's first Ogg packet is not an OpusHead")
-    pre_skip = struct.unpack_from("<H", head, 10)[0]
-    packets = tuple(audio[:-2])  # the last packets hold the encoder's flush padding
-    spp = _opus_packet_samples(packets[0])
-    if any(_opus_packet_samples(p) != spp for p in packets):
-        raise RuntimeError("libsndfile's Opus packets differ in duration; the page layout needs them equal")
-    return _index_opus_packets(pre_skip, spp, packets)
+    return struct.unpack_from("<H", head, 10)[0], tuple(audio)
 
 
 def _index_opus_packets(pre_skip: int, spp: int, packets: tuple[bytes, ...]) -> _OpusSeed:
@@ -535,18 +651,47 @@ def _opus_packet_count(seed: _OpusSeed, spec: AudioSpec) -> int:
     return -(-needed // seed.samples_per_packet)
 
 
+def _opus_source(spec: AudioSpec) -> _OpusSeed:
+    if spec.content == "tones":
+        return _opus_seed(spec.sample_rate, spec.channels, spec.bitrate)
+    return _opus_cells(spec.sample_rate, spec.channels, spec.bitrate)
+
+
+def _opus_indices(seed: _OpusSeed, spec: AudioSpec) -> Iterator[int]:
+    """Which of the source's packets the stream carries, in order: the looped seed, or each
+    cell of the script in turn."""
+    total = _opus_packet_count(seed, spec)
+    if spec.content == "tones":
+        loop = len(seed.packets)
+        return (i % loop for i in range(total))
+    per_cell = len(seed.packets) // 16
+    return islice((code * per_cell + k for code in _script(spec) for k in range(per_cell)), total)
+
+
+def _opus_payload_bytes(seed: _OpusSeed, spec: AudioSpec) -> int:
+    """Packet and lacing bytes of the stream, by arithmetic over whole runs of packets."""
+    total = _opus_packet_count(seed, spec)
+    if spec.content == "tones":
+        return seed.run_bytes(0, total)
+    per_cell = len(seed.packets) // 16
+    cells = _script(spec)
+    whole, rest = divmod(total, per_cell)
+    size = sum(seed.run_bytes(code * per_cell, per_cell) for code in cells[:whole])
+    return size + (seed.run_bytes(cells[whole] * per_cell, rest) if rest else 0)
+
+
 def _opus_size(spec: AudioSpec) -> int:
-    seed = _opus_seed(spec.sample_rate, spec.channels, spec.bitrate)
+    seed = _opus_source(spec)
     packets = _opus_packet_count(seed, spec)
     pages = -(-packets // seed.packets_per_page)
     head = len(_opus_head(seed, spec))
     tags = len(_opus_tags(spec))
     header_pages = 2 * 27 + len(_lacing(head)) + head + len(_lacing(tags)) + tags
-    return header_pages + 27 * pages + seed.run_bytes(0, packets)
+    return header_pages + 27 * pages + _opus_payload_bytes(seed, spec)
 
 
 def _iter_opus(spec: AudioSpec, chunk_size: int) -> Iterator[bytes]:
-    seed = _opus_seed(spec.sample_rate, spec.channels, spec.bitrate)
+    seed = _opus_source(spec)
     serial = _opus_serial(spec.recording_id)
     head, tags = _opus_head(seed, spec), _opus_tags(spec)
     yield _ogg_page(head, _lacing(len(head)), 0x02, 0, serial, 0) + _ogg_page(tags, _lacing(len(tags)), 0, 0, serial, 1)
@@ -564,11 +709,11 @@ def _iter_opus(spec: AudioSpec, chunk_size: int) -> Iterator[bytes]:
 def _opus_audio_pages(seed: _OpusSeed, spec: AudioSpec, serial: int) -> Iterator[bytes]:
     total = _opus_packet_count(seed, spec)
     final_granule = seed.pre_skip + spec.duration * _OPUS_RATE
-    loop = len(seed.packets)
+    stream = _opus_indices(seed, spec)
     sequence, done = 2, 0
     while done < total:
         count = min(seed.packets_per_page, total - done)
-        indices = [(done + i) % loop for i in range(count)]
+        indices = list(islice(stream, count))
         done += count
         last = done == total
         granule = final_granule if last else done * seed.samples_per_packet
@@ -615,8 +760,11 @@ class AudioCache:
 
     def path(self, spec: AudioSpec) -> Path:
         """Where the file for `spec` lives: a readable id plus a hash of every field."""
-        key = _digest(SYNTH_VERSION, spec.recording_id, spec.file_format, spec.duration,
-                      spec.sample_rate, spec.channels, spec.bitrate).hex()[:20]  # fmt: skip
+        fields: list[object] = [SYNTH_VERSION, spec.recording_id, spec.file_format, spec.duration,
+                                spec.sample_rate, spec.channels, spec.bitrate]
+        if spec.content != "tones":  # a tones file keeps the name it had before contents existed
+            fields.append(spec.content)
+        key = _digest(*fields).hex()[:20]
         readable = re.sub(r"[^A-Za-z0-9_-]", "_", spec.recording_id)[:64]
         return self.directory / f"{readable}-{key}.{spec.file_format}"
 
