@@ -131,6 +131,28 @@ def audio_rows() -> list[dict]:
     } for rid, outcome in AUDIO.items()]
 
 
+STEREO_TALK_RATIO = {"r01": 0.3, "r02": 0.5, "r03": 0.7}
+UNDECODABLE = {"r20"}
+
+
+def speech_rows() -> list[dict]:
+    """recording_speech of each verified recording: 70% speech, 30% dead air; three stereo ones."""
+    by_id = {r["recording_id"]: r for r in recording_rows()}
+    rows = []
+    for n, rid in enumerate(r for r, outcome in AUDIO.items() if outcome == "verified"):
+        created, duration = by_id[rid]["created_at"], float(by_id[rid]["duration"])
+        row = {"recording_id": rid, "created_at": created, "outcome": "analysed", "channels": 1,
+               "duration_seconds": duration, "speech_seconds": 0.7 * duration, "silence_seconds": 0.3 * duration,
+               "silence_share": 0.3, "longest_silence_seconds": 5.0 + n, "longest_monologue_seconds": 20.0}
+        if rid in STEREO_TALK_RATIO:
+            row.update(channels=2, talk_ratio=STEREO_TALK_RATIO[rid], overlap_seconds=2.0, turns=10)
+        if rid in UNDECODABLE:
+            row = {"recording_id": rid, "created_at": created, "outcome": "undecodable",
+                   "reason": "not decodable audio"}
+        rows.append(row)
+    return rows
+
+
 def event_rows() -> list[dict]:
     by_id = {r["recording_id"]: r for r in recording_rows()}
     rows = []
@@ -156,6 +178,7 @@ def write_lake(data_dir: Path, days: list[date] = DAYS) -> None:
         "recordings": (recording_rows(), lambda row: day_of(row)),
         "calls": (call_rows(), lambda row: call_day[row["call_id"]]),
         "recording_audio": (audio_rows(), lambda row: day_of(row)),
+        "recording_speech": (speech_rows(), lambda row: day_of(row)),
         "recording_events": (event_rows(), lambda row: day_of(recordings[row["recording_id"]])),
     }
     for table, (rows, day_fn) in tables.items():
@@ -232,7 +255,8 @@ def test_load_matches_the_lake_and_records_partitions(lake):
     result = load(lake)  # no days: everything in the lake
     assert result.full_rebuild and result.days == DAYS
     assert result.rows_by_table == {"recordings": len(RECORDINGS), "calls": len(call_rows()),
-                                    "recording_audio": len(AUDIO), "recording_events": len(EVENTS)}
+                                    "recording_audio": len(AUDIO), "recording_speech": len(speech_rows()),
+                                    "recording_events": len(EVENTS)}
     per_day = query(lake, "SELECT partition_date, count(*) FROM recordings GROUP BY ALL ORDER BY 1")
     assert per_day == sorted((d, sum(1 for r in RECORDINGS if r[1] == d)) for d in DAYS)
     settings = query(lake, "SELECT as_of, storage_quota_bytes, show_phone_numbers FROM pipeline_settings")
@@ -438,8 +462,10 @@ print(json.dumps({"seen": sorted(seen), "errors": errors[:5], "queries": queries
 
 
 def state(data_dir: Path) -> list:
+    """The reader's QUERY: four tables' counts, the partitions recorded, as_of."""
     c = counts(data_dir)
-    return [*c[:5], c[5].timestamp()]
+    tables = [c[TABLES.index(t)] for t in ("recordings", "calls", "recording_audio", "recording_events")]
+    return [*tables, c[-2], c[-1].timestamp()]
 
 
 def test_analysts_reading_never_block_a_load_nor_see_half_of_one(data_dir, tmp_path):
@@ -537,7 +563,7 @@ def test_a_loader_killed_mid_load_leaves_the_previous_warehouse(data_dir):
         assert read_report(warehouse_path(data_dir), "durations").rows
     result = load(data_dir, [D1])  # the next load cleans up and publishes (the lock died with the loader)
     assert not temporaries()
-    assert counts(data_dir)[5] == AS_OF and result.rows_by_table["recordings"] == before[0]
+    assert counts(data_dir)[-1] == AS_OF and result.rows_by_table["recordings"] == before[0]
 
 
 def test_concurrent_loads_take_turns(lake):

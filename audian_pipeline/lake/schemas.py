@@ -84,6 +84,37 @@ RECORDING_EVENTS = pa.schema(
     ]
 )
 
+RECORDING_SPEECH = pa.schema(
+    [
+        pa.field("recording_id", pa.string(), nullable=False),
+        pa.field("created_at", UTC, nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),  # analysed | undecodable | unreadable
+        pa.field("reason", pa.string()),
+        pa.field("sha256", pa.string()),  # of the archived file analysed: a new file is analysed again
+        pa.field("file_format", pa.string()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("channels", pa.int16()),
+        pa.field("duration_seconds", pa.float64()),
+        pa.field("speech_seconds", pa.float64()),
+        pa.field("caller_speech_seconds", pa.float64()),  # stereo only: channel 0
+        pa.field("callee_speech_seconds", pa.float64()),  # stereo only: channel 1
+        pa.field("talk_ratio", pa.float64()),
+        pa.field("silence_seconds", pa.float64()),
+        pa.field("silence_share", pa.float64()),
+        pa.field("longest_silence_seconds", pa.float64()),
+        pa.field("overlap_seconds", pa.float64()),
+        pa.field("turns", pa.int32()),
+        pa.field("longest_monologue_seconds", pa.float64()),
+        pa.field("detector", pa.string()),
+        pa.field("detector_settings", pa.string()),
+        pa.field("analysed_at", UTC),
+    ],
+    metadata={"description": "One row per verified recording of the UTC day of created_at: who talked how much "
+              "(voice activity per channel), dead air, overlap, turns. Stereo is caller (channel 0) and callee "
+              "(channel 1); on mono files the per-side columns, talk_ratio, overlap and turns are null. "
+              "outcome undecodable: the archived file is not audio the detector takes (reason says why)."},
+)
+
 AUDIT = pa.schema(
     [
         pa.field("at", UTC, nullable=False),

@@ -145,9 +145,27 @@ def _retention_expiry(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _conversation(frame: pd.DataFrame) -> dict[str, Any]:
+    long = pd.concat([
+        frame.assign(measure="dead air", pct=frame["dead_air_pct"]),
+        frame.assign(measure="overlap", pct=frame["overlap_pct"]),
+    ])
+    return {
+        "title": "Dead air and overlap, % of the time recorded, by call direction",
+        "data": {"values": _values(long, {"day": "day", "direction": "direction", "measure": "measure", "pct": "pct"})},
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "x": _day_axis(), "y": {"field": "pct", "type": "quantitative", "title": "% of time recorded"},
+            "color": {"field": "direction", "type": "nominal", "title": "direction"},
+            "strokeDash": {"field": "measure", "type": "nominal", "title": None},
+        },
+    }
+
+
 _CHARTS = {
     "report_durations": _durations,
     "report_failure_reasons": _failure_reasons,
     "report_storage_quota": _storage_quota,
     "report_retention_expiry": _retention_expiry,
+    "report_conversation": _conversation,
 }

@@ -36,6 +36,7 @@ REPORTS = {
     "failure_reasons": "report_failure_reasons",
     "storage_quota": "report_storage_quota",
     "retention_expiry": "report_retention_expiry",
+    "conversation": "report_conversation",
 }
 """CLI name -> view name in the warehouse (and sql/reports/<view>.sql)."""
 

@@ -221,11 +221,41 @@ def _retention_expiry(frame: pd.DataFrame) -> Summary:
     return Summary(text, table, omitted)
 
 
+def _conversation(frame: pd.DataFrame) -> Summary:
+    if frame.empty:
+        return Summary("No recordings analysed for speech yet.", pd.DataFrame())
+    table = pd.DataFrame({
+        "day": frame["day"].map(day),
+        "direction": frame["direction"],
+        "analysed": frame["recordings_analysed"].map(count),
+        "talk ratio p50": frame["p50_talk_ratio"].map(lambda v: "" if is_missing(v) else f"{float(v):.2f}"),
+        "dead air": frame["dead_air_pct"].map(percent),
+        "overlap": frame["overlap_pct"].map(percent),
+        "longest silence": frame["longest_silence_s"].map(human_duration),
+        "in recording": frame["longest_silence_recording_id"].fillna(""),
+    })
+    table, omitted = _latest(table)
+    recorded = frame["recorded_s"].fillna(0).astype(float)
+    dead_air = _ratio(pd.Series([(frame["dead_air_pct"].fillna(0) * recorded).sum() / 100]),
+                      pd.Series([recorded.sum()]))[0]
+    worst = frame.loc[frame["longest_silence_s"].astype(float).idxmax()] if frame["longest_silence_s"].notna().any() \
+        else None
+    text = (f"{int(frame['recordings_analysed'].sum()):,} recordings analysed over {frame['day'].nunique()} days, "
+            f"{human_duration(recorded.sum())} of audio; dead air {percent(dead_air)} of it.")
+    if worst is not None:
+        text += (f" Longest silence {human_duration(worst['longest_silence_s'])} in "
+                 f"{worst['longest_silence_recording_id']} ({day(worst['day'])}, {worst['direction']}).")
+    if int(frame["not_analysed"].sum()):
+        text += f" {int(frame['not_analysed'].sum()):,} could not be analysed: see recording_speech.reason."
+    return Summary(text, table, omitted)
+
+
 _SUMMARIES = {
     "report_durations": _durations,
     "report_failure_reasons": _failure_reasons,
     "report_storage_quota": _storage_quota,
     "report_retention_expiry": _retention_expiry,
+    "report_conversation": _conversation,
 }
 
 
@@ -249,4 +279,10 @@ def key_figures(view: str, frame: pd.DataFrame) -> dict[str, int | float | str |
         return {"recordings_expiring_7d": int(frame["recordings"].sum()),
                 "not_verified_7d": int(frame["not_verified"].sum()),
                 "bytes_not_verified_7d": int(frame["bytes_not_verified"].sum())}
+    if view == "report_conversation":
+        recorded = frame["recorded_s"].fillna(0).astype(float)
+        total = float(recorded.sum())
+        return {"recordings_analysed": int(frame["recordings_analysed"].sum()),
+                "dead_air_pct": round(float((frame["dead_air_pct"].fillna(0) * recorded).sum()) / total, 2)
+                if total else None}
     raise KeyError(f"no key figures for {view!r}")
