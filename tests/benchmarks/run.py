@@ -16,6 +16,8 @@ Sections (each a function `bench_<key>(bench) -> Section`, listed in SECTIONS):
    loop fetching the same files, and the peak memory of archiving one ~500 MB recording in a
    fresh interpreter. It runs its own small emulator subprocess with webhooks on, delivered to
    the pipeline's receiver in this process, so every file is checked against a real checksum.
+4. speech: `audio.speech.analyse` in audio seconds per CPU second vs decoding the same file
+   alone, per format, and the peak memory of each on an hour-long file (bench_speech.py).
 
 To add a section, write a function like those below and append it to SECTIONS; the report,
 the JSON file and the goal summary (exit status 1 on a failed goal with --strict) pick it up.
@@ -1186,10 +1188,35 @@ def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProce
     )
 
 
+# ---- 4. speech analytics ------------------------------------------------------------------------
+def bench_speech(bench: Bench) -> Section:
+    """Analysis vs decoding alone, per CPU second (tests/benchmarks/bench_speech.py measures both)."""
+    from tests.benchmarks import bench_speech as speech
+
+    section = Section("speech", "4. Speech analytics (issue \"what was said, how\")",
+                      ours_label="analysis", baseline_label="decode alone")
+    minutes = 2 if bench.profile is QUICK else 10
+    found = speech.speeds(bench.workdir, minutes)
+    for row in found:
+        section.rows.append(Row(row["label"], row["analysis_x_real_time"], row["decode_x_real_time"], "x real"))
+    memory = speech.peak_memory(bench.workdir, 10 if bench.profile is QUICK else 60)
+    section.facts["peak memory (VmHWM, fresh interpreter)"] = {
+        "file": memory["file"], "analysis": mib(memory["analyse_peak"]), "decode alone": mib(memory["decode_peak"]),
+        "after imports": mib(memory["analyse_peak_after_imports"])}
+    slowest = min((r for r in found if r["label"].startswith("16 kHz")), key=lambda r: r["analysis_x_real_time"])
+    section.goals.append(Goal(f"analysis >= {speech.GOAL_TIMES_REAL_TIME}x real time on one core, every 16 kHz file",
+                              slowest["analysis_x_real_time"] >= speech.GOAL_TIMES_REAL_TIME,
+                              f"slowest {slowest['analysis_x_real_time']:,.0f}x ({slowest['label']})"))
+    section.notes.append(f"{minutes}-minute conversations per format; x real = audio seconds per CPU second of "
+                         "this process, the best of 2 rounds.")
+    return section
+
+
 SECTIONS: list[tuple[str, Callable[[Bench], Section]]] = [
     ("foundation", bench_foundation),
     ("recordings_index", bench_recordings_index),
     ("audio_archive", bench_audio_archive),
+    ("speech", bench_speech),
 ]
 
 
