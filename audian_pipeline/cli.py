@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start", type=_day, required=True, help="first UTC day, YYYY-MM-DD")
     run.add_argument("--end", type=_day, required=True, help="last UTC day, YYYY-MM-DD (inclusive)")
 
+    worker = commands.add_parser(
+        "worker", help="serve steps of runs launched with AUDIAN_EXECUTOR=celery (same settings as the runs)")
+    worker.add_argument("--concurrency", type=int, default=2,
+                        help="steps this worker runs at once, each in its own process (default 2)")
+
     report = commands.add_parser("report", help="print one report from the warehouse: a summary that fits 100 columns")
     report.add_argument("name", help="durations, failure_reasons, storage_quota or retention_expiry")
     report_form = report.add_mutually_exclusive_group()
@@ -188,6 +193,15 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from audian_pipeline.runner import run_range
 
     return run_range(args.start, args.end, debug=args.debug)
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.workers import run_worker
+
+    if args.concurrency < 1:
+        raise SettingError(f"--concurrency must be at least 1 (got {args.concurrency}).")
+    run_worker(args.concurrency)
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,8 +1,8 @@
 """`audian-pipeline demo`: the whole pipeline on a laptop, against the embedded emulator.
 
 Starts the emulator (running with the real clock) and the webhook receiver in this process,
-waits for the webhook backlog, backfills every retained day in one run and prints the four
-reports. Everything lands under AUDIAN_DATA_DIR (default ./data), so `dagster dev` and the
+waits for the webhook backlog, backfills every retained day in one run and prints every
+report. Everything lands under AUDIAN_DATA_DIR (default ./data), so `dagster dev` and the
 DuckDB CLI can look at the result afterwards.
 """
 

@@ -21,7 +21,7 @@ from audian_pipeline import definitions
 from audian_pipeline.defs.partitions import check_partitions_start, daily_partitions
 from audian_pipeline.defs.resources import LakeResource
 from audian_pipeline.progress import error_line, log_path, progress_logger, python_logs_to
-from audian_pipeline.settings import RangeError
+from audian_pipeline.settings import RangeError, SettingError, check_dagster_pg_url, executor_from_env
 
 LAKE_AND_WAREHOUSE = dg.AssetSelection.groups("lake", "warehouse")
 REPORTS = dg.AssetSelection.groups("reports")
@@ -34,6 +34,7 @@ def range_tags(first: date, last: date) -> dict[str, str]:
 
 def instance() -> dg.DagsterInstance:
     """The instance in DAGSTER_HOME (default ./dagster_home), so runs show in `dagster dev`."""
+    check_dagster_pg_url()
     home = os.environ.get("DAGSTER_HOME") or str(Path("dagster_home").resolve())
     if Path(home, "dagster.yaml").exists():
         os.environ["DAGSTER_HOME"] = home
@@ -55,6 +56,8 @@ def run_range(first: date, last: date, resources: dict | None = None,
               dagster_instance: dg.DagsterInstance | None = None, debug: bool = False) -> int:
     """Returns a process exit code: 0 when every step and blocking check succeeded."""
     check_range(first, last)
+    if executor_from_env() == "celery":
+        return run_on_workers(first, last, resources, dagster_instance)
     defs = definitions.load()
     resources = {**(defs.resources or {}), **(resources or {})}
     dagster_instance = dagster_instance or instance()
@@ -85,13 +88,62 @@ def _execute(defs: dg.Definitions, selection: dg.AssetSelection, resources: dict
         instance=dagster_instance, tags=tags, raise_on_error=False)
 
 
+def _workers_job(selection: dg.AssetSelection) -> dg.JobDefinition:
+    """The code location's assets, resources and executor, as a job over `selection`."""
+    defs = definitions.load()
+    job = dg.define_asset_job("audian_pipeline_run", selection=selection)
+    return dg.Definitions(assets=_materializable(defs), jobs=[job], resources=defs.resources,
+                          executor=defs.executor).resolve_job_def(job.name)
+
+
+def lake_and_warehouse_job() -> dg.JobDefinition:
+    """What `run` executes over a day range; each Celery worker rebuilds it from this function."""
+    return _workers_job(LAKE_AND_WAREHOUSE)
+
+
+def reports_job() -> dg.JobDefinition:
+    return _workers_job(REPORTS)
+
+
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""Dagster's console logger at WARNING: its every event is in the instance's log, which the UI shows."""
+
+
+def run_on_workers(first: date, last: date, resources: dict | None = None,
+                   dagster_instance: dg.DagsterInstance | None = None) -> int:
+    """AUDIAN_EXECUTOR=celery: the same two runs, each step a task for `audian-pipeline worker`.
+
+    The workers read their settings from their own environment, so resources cannot be handed
+    in from here; the runs and their logs are in the shared Dagster instance (the UI shows them)."""
+    if resources:
+        raise SettingError("AUDIAN_EXECUTOR=celery: the workers read their settings from their environment; "
+                           "unset AUDIAN_EXECUTOR to run with resources given in process.")
+    dagster_instance = dagster_instance or instance()
+    if dagster_instance.is_ephemeral:
+        raise SettingError("AUDIAN_EXECUTOR=celery needs a Dagster instance the workers share: set DAGSTER_HOME "
+                           "(dagster_home/production, on Postgres, for workers on other machines).")
+    started = time.monotonic()
+    span = f"{first}" if first == last else f"{first}..{last}"
+    print(f"audian-pipeline: days {span} on Celery workers; Dagster's log: the instance at "
+          f"{dagster_instance.root_directory}", flush=True)
+    for job, tags in ((lake_and_warehouse_job, range_tags(first, last)), (reports_job, None)):
+        with dg.execute_job(dg.reconstructable(job), dagster_instance, run_config=_QUIET, tags=tags,
+                            raise_on_error=False) as result:
+            if not result.success:
+                for message in failure_messages(result) or [f"run {result.run_id} failed"]:
+                    print(f"audian-pipeline: {message} (run {result.run_id})", file=sys.stderr)
+                return 1
+    print(f"audian-pipeline: done in {time.monotonic() - started:.1f} s", flush=True)
+    return 0
+
+
 def _materializable(defs: dg.Definitions) -> list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset]:
     """The code location's assets as `materialize` takes them: `Definitions.assets` also admits the
     legacy CacheableAssetsDefinition, which the defs folder never holds."""
     return cast(list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset], list(defs.assets or []))
 
 
-def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+def failure_messages(result: dg.ExecuteInProcessResult | dg.ExecuteJobResult) -> list[str]:
     """What failed, one line each, in the words of the error we raised (not Dagster's wrapper)."""
     messages = []
     for event in result.all_events:

@@ -178,3 +178,42 @@ def show_phone_numbers_from_env(environ: Mapping[str, str] | None = None) -> boo
         f"AUDIAN_SHOW_PHONE_NUMBERS must be 1 (show full phone numbers in the warehouse) or 0 (mask them; "
         f"the default), got {raw!r}."
     )
+
+
+EXECUTORS = ("in_process", "celery")
+
+
+def executor_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """AUDIAN_EXECUTOR: `in_process` (the default: every step in the run's own process) or
+    `celery` (each step a task for the `audian-pipeline worker` processes)."""
+    env = os.environ if environ is None else environ
+    value = (env.get("AUDIAN_EXECUTOR") or "in_process").strip().lower()
+    if value not in EXECUTORS:
+        raise SettingError(f"AUDIAN_EXECUTOR must be in_process (the default) or celery (got {value!r}).")
+    return value
+
+
+def celery_urls(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(broker, result backend) of the Celery executor. The backend defaults to the broker: one
+    Redis serves both. Runs and workers must read the same values, so both come from here."""
+    env = os.environ if environ is None else environ
+    broker = env.get("AUDIAN_CELERY_BROKER_URL", "").strip()
+    if not broker:
+        raise SettingError("AUDIAN_EXECUTOR=celery needs AUDIAN_CELERY_BROKER_URL, the Redis the workers listen "
+                           "on, e.g. redis://redis-host:6379/0.")
+    backend = env.get("AUDIAN_CELERY_BACKEND_URL", "").strip() or broker
+    for name, url in (("AUDIAN_CELERY_BROKER_URL", broker), ("AUDIAN_CELERY_BACKEND_URL", backend)):
+        if urlsplit(url).scheme not in ("redis", "rediss"):
+            raise SettingError(f"{name} must be a redis:// or rediss:// URL, e.g. redis://redis-host:6379/0 "
+                               f"(got a {urlsplit(url).scheme or 'schemeless'} value).")
+    return broker, backend
+
+
+def check_dagster_pg_url(environ: Mapping[str, str] | None = None) -> None:
+    """DAGSTER_PG_URL, when set, names psycopg2: dagster-postgres runs on it, and SQLAlchemy 2.1
+    would pick psycopg 3 for a plain postgresql:// URL and fail with "No module named 'psycopg'"."""
+    env = os.environ if environ is None else environ
+    scheme = urlsplit(env.get("DAGSTER_PG_URL", "")).scheme
+    if scheme in ("postgresql", "postgres"):
+        raise SettingError("DAGSTER_PG_URL must name its driver: postgresql+psycopg2://user:password@host:5432/dagster "
+                           "(dagster-postgres runs on psycopg2).")
