@@ -74,6 +74,9 @@ class Detector:
                 f"min_speech_ms={self.min_speech_ms} min_dbfs={self.min_dbfs}")
 
 
+DEFAULT_DETECTOR = Detector()
+
+
 @dataclass(frozen=True)
 class Measures:
     """What was said, how: seconds, shares and counts over one recording."""
@@ -106,7 +109,7 @@ class Analysis:
     measures: Measures
 
 
-def analyse(source: str | Path | BinaryIO, detector: Detector = Detector()) -> Analysis:
+def analyse(source: str | Path | BinaryIO, detector: Detector = DEFAULT_DETECTOR) -> Analysis:
     """Decode `source` (mp3, wav, ogg-opus: whatever libsndfile reads) and measure its speech.
 
     Raises `Undecodable` with a one-line reason for a file that is not such audio."""
