@@ -1,11 +1,15 @@
 """The audio archive: download each completed recording once, verify it, keep it.
 
-A download streams to a hidden temporary file in `audio/.downloads/` (the archive's own file
-system), hashing as it goes; the file is fsynced and then either renamed to
-`audio/YYYY/MM/DD/<id>.<ext>` (verified) or moved aside to `quarantine/` with its reason. So a
-file under the recording's name is always a verified one, memory stays flat whatever the size,
-and a killed run leaves nothing a reader could mistake for a recording: only a temporary in the
-one staging folder, which the next run removes whatever day it archives.
+A download streams to a hidden temporary file in a local staging folder, hashing as it goes;
+the file is fsynced, judged, and then either published under `audio/YYYY/MM/DD/<id>.<ext>` of
+the archive (AUDIAN_ARCHIVE_URL) or put aside under `quarantine/` with its reason. So an object
+under the recording's name is always a verified one, memory stays flat whatever the size, and a
+killed run leaves nothing a reader could mistake for a recording: only a temporary in the one
+staging folder, which the next run removes whatever day it archives.
+
+A local archive stages in its own `audio/.downloads/` (publishing is then a rename on the same
+file system); an S3 archive stages in AUDIAN_DATA_DIR's `spool/` and publishes with a
+conditional create (see `storage.Store.publish_file`), so no staging object is ever made on S3.
 """
 
 from __future__ import annotations
@@ -21,14 +25,9 @@ from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.audio.verify import Expected, Verification, verify
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.errors import AudianError, NotFound
-from audian_pipeline.lake.files import data_dir_error, fsync_path, publish, remove_stale_temporaries, temp_path_for
-from audian_pipeline.lake.paths import (
-    UnsafeIdentifier,
-    archive_path,
-    audio_dir,
-    download_staging_dir,
-    quarantine_path,
-)
+from audian_pipeline.lake.files import data_dir_error, remove_stale_temporaries, temp_path_for
+from audian_pipeline.lake.paths import UnsafeIdentifier, archive_key, download_spool_dir, quarantine_key
+from audian_pipeline.storage import Store, archive_at, lake_at
 
 HASH_CHUNK = 4 * 1024 * 1024
 
@@ -36,8 +35,13 @@ HASH_CHUNK = 4 * 1024 * 1024
 class Archiver:
     """Archives recordings one at a time, from many threads: `client` and the audit log are shared."""
 
-    def __init__(self, client: AudianClient, data_dir: Path, audit: AuditLog, now: datetime | None = None) -> None:
+    def __init__(self, client: AudianClient, data_dir: Path, audit: AuditLog, now: datetime | None = None, *,
+                 lake: Store | None = None, archive: Store | None = None) -> None:
+        """`lake` and `archive` default to their places under `data_dir`, which also holds the
+        S3 archive's local spool."""
         self.client, self.data_dir, self.audit = client, data_dir, audit
+        self.lake, self.archive = lake_at(lake or data_dir), archive_at(archive or data_dir)
+        self.staging = download_spool_dir(data_dir) if self.archive.is_s3 else self.archive.local("audio/.downloads")
         self.now = now or datetime.now(timezone.utc)
         self._downloaded: list[int] = []
         """Bytes of each file this archiver downloaded (verified or not); appended from threads."""
@@ -49,34 +53,49 @@ class Archiver:
             taken, self._downloaded = self._downloaded, []
         return taken
 
+    def clean_stale_downloads(self, day: date) -> int:
+        """Hidden temporaries a killed run left: every day's in the staging folder, and in a local
+        archive's day folder those of versions that downloaded beside the final name."""
+        removed = remove_stale_temporaries(self.staging)
+        if not self.archive.is_s3:
+            removed += remove_stale_temporaries(self.archive.local(f"audio/{day:%Y}/{day:%m}/{day:%d}"))
+        return removed
+
     # ---- one recording -------------------------------------------------------------------------
     def archive_one(self, rec: dict, previous: dict | None, checksum: str | None) -> dict:
         row = _base_row(rec, previous, checksum)
         if previous and self._is_final(previous):
+            if previous["outcome"] == "verified":  # a manifest from before full URLs held a relative path
+                return {**previous, "path": self.archive.url_of(self._final_key(previous))}
             return previous
         if rec.get("deleted_at") is not None:
             return self._finish(row, Verification("gone", "Audian no longer lists it"), None, count=False)
         if rec["status"] != "completed":
             return self._finish(row, Verification("not_completed", f"status is {rec['status']}"), None, count=False)
         try:
-            final = archive_path(self.data_dir, rec["created_at"].date(), rec["recording_id"], rec["file_format"])
+            final = archive_key(rec["created_at"].date(), rec["recording_id"], rec["file_format"])
         except UnsafeIdentifier as exc:
             return self._finish(row, Verification("unsafe_id", str(exc)), None, count=False)
-        pending = self._pending_file(rec)
-        if previous and previous["outcome"] == "no_checksum_yet" and pending.exists():
+        pending = self._pending_key(rec)
+        if previous and previous["outcome"] == "no_checksum_yet" and self.archive.exists(pending):
             if not checksum:
                 return previous  # still waiting: the kept file is judged once the checksum comes
             return self._reverify(row, rec, pending, final)
         return self._download(row, rec, final)
 
     def _is_final(self, previous: dict) -> bool:
-        """Verified (and still on disk: a file someone removed is fetched again), gone or unsafe."""
+        """Verified (and still in this archive: an object someone removed, or one kept in an
+        archive AUDIAN_ARCHIVE_URL no longer names, is fetched again), gone or unsafe."""
         if previous["outcome"] == "verified":
-            return bool(previous["path"]) and (self.data_dir / previous["path"]).is_file()
+            return bool(previous["path"]) and self.archive.exists(self._final_key(previous))
         return previous["outcome"] in ("gone", "unsafe_id")
 
-    def _download(self, row: dict, rec: dict, final: Path) -> dict:
-        temp = temp_path_for(download_staging_dir(self.data_dir) / final.name)
+    @staticmethod
+    def _final_key(row: dict) -> str:
+        return archive_key(row["created_at"].date(), row["recording_id"], row["declared_format"])
+
+    def _download(self, row: dict, rec: dict, final: str) -> dict:
+        temp = temp_path_for(self.staging / Path(final).name)
         digest = hashlib.sha256()
         try:
             temp.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +106,7 @@ class Archiver:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)
-            raise data_dir_error(exc, final) from None
+            raise data_dir_error(exc, temp if self.archive.is_s3 else self.archive.local(final)) from None
         except NotFound:
             temp.unlink(missing_ok=True)
             return self._finish(row, Verification("gone", "Audian answered 404 for the download"), None)
@@ -101,27 +120,48 @@ class Archiver:
         self._place(temp, final, rec, verdict)
         return self._finish(row, verdict, final)
 
-    def _reverify(self, row: dict, rec: dict, pending: Path, final: Path) -> dict:
-        """A file kept aside for want of a checksum: the checksum has come, judge it again."""
-        row["sha256"] = _sha256_of(pending)
-        row["bytes"] = pending.stat().st_size
-        verdict = verify(pending, row["bytes"], row["sha256"], _expected(rec, row["expected_sha256"]))
-        self._place(pending, final, rec, verdict)
+    def _reverify(self, row: dict, rec: dict, pending: str, final: str) -> dict:
+        """A file kept aside for want of a checksum: the checksum has come, judge it again.
+
+        On S3 the kept object is fetched to the spool and judged there; if it is verified now,
+        it is published from the spool and the kept object deleted, else it stays as it was."""
+        source = self._local_copy(pending)
+        try:
+            row["sha256"] = _sha256_of(source)
+            row["bytes"] = source.stat().st_size
+            verdict = verify(source, row["bytes"], row["sha256"], _expected(rec, row["expected_sha256"]))
+            if verdict.verified or not self.archive.is_s3:
+                self._place(source, final, rec, verdict)
+            if verdict.verified and self.archive.is_s3:
+                self.archive.delete(pending)
+        finally:
+            if self.archive.is_s3:
+                source.unlink(missing_ok=True)
         return self._finish(row, verdict, final, action="reverify")
 
-    def _place(self, source: Path, final: Path, rec: dict, verdict: Verification) -> None:
-        if verdict.verified:
-            publish(source, final)
-            return
-        aside = self._pending_file(rec)
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, aside)
-        fsync_path(aside.parent)
+    def _local_copy(self, key: str) -> Path:
+        if not self.archive.is_s3:
+            return self.archive.local(key)
+        spool = temp_path_for(self.staging / Path(key).name)
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        self.archive.download(key, spool)
+        return spool
 
-    def _pending_file(self, rec: dict) -> Path:
-        return quarantine_path(self.data_dir, rec["created_at"].date(), rec["recording_id"], rec["file_format"])
+    def _place(self, source: Path, final: str, rec: dict, verdict: Verification) -> None:
+        """Publish a verified file, or put it aside; a failing store leaves no spool file behind."""
+        try:
+            if verdict.verified:
+                self.archive.publish_file(source, final)
+            else:
+                self.archive.put_aside(source, self._pending_key(rec))
+        finally:
+            if self.archive.is_s3:
+                source.unlink(missing_ok=True)
 
-    def _finish(self, row: dict, verdict: Verification, final: Path | None, *, count: bool = True,
+    def _pending_key(self, rec: dict) -> str:
+        return quarantine_key(rec["created_at"].date(), rec["recording_id"], rec["file_format"])
+
+    def _finish(self, row: dict, verdict: Verification, final: str | None, *, count: bool = True,
                 action: str = "download") -> dict:
         row["outcome"], row["reason"] = verdict.outcome, verdict.reason or None
         if verdict.probe is not None:
@@ -129,7 +169,7 @@ class Archiver:
                        probed_sample_rate=verdict.probe.sample_rate, probed_channels=verdict.probe.channels)
         if verdict.verified:
             assert final is not None, "only a download or a reverify is verified, and both have a final path"
-            row["path"], row["verified_at"] = str(final.relative_to(self.data_dir)), self.now
+            row["path"], row["verified_at"] = self.archive.url_of(final), self.now
         if count:
             row["attempts"] += 1
             row["first_attempt_at"] = row["first_attempt_at"] or self.now
@@ -161,10 +201,3 @@ def _sha256_of(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def clean_stale_downloads(data_dir: Path, day: date) -> int:
-    """Hidden temporaries a killed run left: every day's in the staging folder, and in the day's
-    own folder those of versions that downloaded beside the final name."""
-    legacy = audio_dir(data_dir) / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
-    return remove_stale_temporaries(download_staging_dir(data_dir)) + remove_stale_temporaries(legacy)

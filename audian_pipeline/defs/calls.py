@@ -9,7 +9,6 @@ from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
-from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.tables import RECORDINGS
 from audian_pipeline.sync.calls import TABLE, CallsDay, sync_calls_day
 
@@ -42,7 +41,7 @@ def calls(context: dg.AssetExecutionContext, audian: AudianResource, lake: LakeR
     synced: list[CallsDay] = []
     for day in partition_days(context):
         day_before = Counter(client.stats)
-        result = sync_calls_day(client, lake.path, day, concurrency=audian.detail_concurrency)
+        result = sync_calls_day(client, lake.lake_store(), day, concurrency=audian.detail_concurrency)
         context.log.info(
             "calls %s: %d rows, %d fetched, %d deferred, %d not found, %d unreadable",
             day, result.rows, result.fetched, result.deferred, result.not_found, len(result.unreadable),
@@ -78,9 +77,9 @@ def _run_metadata(synced: list[CallsDay], requests: Counter, lake: LakeResource)
         call_requests=requests["call"], deferred=sum(r.deferred for r in synced),
         not_found_skipped=sum(r.not_found for r in synced), unreadable=dg.MetadataValue.json(unreadable),
         api_requests=dg.MetadataValue.json(dict(sorted(requests.items()))),
-        path=dg.MetadataValue.path(str(table_dir(lake.path, TABLE.name))),
+        path=dg.MetadataValue.path(lake.lake_store().url_of(TABLE.name)),
     )
 
 
 def _check_unique(synced: list[CallsDay], lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_key_check(lake.path, TABLE, [r.day for r in synced], UNIQUE_CALL_IDS)
+    return unique_key_check(lake.lake_store(), TABLE, [r.day for r in synced], UNIQUE_CALL_IDS)

@@ -8,6 +8,7 @@ import dagster as dg
 
 from audian_pipeline.lake.parquet import read_partition
 from audian_pipeline.lake.tables import Table
+from audian_pipeline.storage import Store
 
 lake_freshness = dg.FreshnessPolicy.cron(deadline_cron="0 2 * * *", lower_bound_delta=timedelta(hours=2))
 """Materialised between 00:00 and 02:00 UTC each day (the daily schedule runs at 00:15). Audian
@@ -21,11 +22,11 @@ def unique_key_spec(table: Table, name: str) -> dg.AssetCheckSpec:
                              description=f"No {table.key} appears twice in a day's partition; blocks the warehouse.")
 
 
-def unique_key_check(data_dir: Path, table: Table, days: Iterable[date], check_name: str) -> dg.AssetCheckResult:
+def unique_key_check(lake: Path | Store, table: Table, days: Iterable[date], check_name: str) -> dg.AssetCheckResult:
     """No key twice in a day's partition; reads back what is on disk, not what was meant to be written."""
     duplicates = {}
     for day in days:
-        stored = read_partition(data_dir, table, day)
+        stored = read_partition(lake, table, day)
         ids = stored.column(table.key).to_pylist() if stored is not None else []
         if len(ids) != len(set(ids)):
             duplicates[str(day)] = len(ids) - len(set(ids))

@@ -14,7 +14,6 @@ from audian_pipeline.defs.external import webhook_events
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
-from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDINGS
 from audian_pipeline.sync.recording_audio import ArchiveDay, archive_day
 
@@ -62,7 +61,8 @@ def recording_audio(
     lake.claim_account(audian)
     client = audian.get_client()
     before = Counter(client.stats)
-    archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run.run_id))
+    archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run.run_id),
+                        lake=lake.lake_store(), archive=lake.archive_store())
     days: list[ArchiveDay] = []
     for day in partition_days(context):
         day_before = Counter(client.stats)
@@ -154,5 +154,5 @@ def _run_metadata(days: list[ArchiveDay], requests: Counter, lake: LakeResource)
         mb_per_second=dg.MetadataValue.float(round(downloaded / 1e6 / seconds, 2) if seconds else 0.0),
         outcomes=dg.MetadataValue.json(dict(sorted(outcomes.items()))),
         api_requests=dg.MetadataValue.json(dict(sorted(requests.items()))),
-        path=dg.MetadataValue.path(str(table_dir(lake.path, RECORDING_AUDIO.name))),
+        path=dg.MetadataValue.path(lake.lake_store().url_of(RECORDING_AUDIO.name)),
     )

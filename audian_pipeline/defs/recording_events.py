@@ -15,7 +15,6 @@ from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.external import webhook_events
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import LakeResource
-from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.sync.recording_events import TABLE, EventsDay, write_events_day
 from audian_pipeline.webhooks.store import shown_location
 
@@ -41,7 +40,7 @@ UNIQUE_WEBHOOK_IDS = "one_row_per_webhook_id"
 def recording_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     written: list[EventsDay] = []
     for day in partition_days(context):
-        result = write_events_day(lake.path, day, lake.events_location())
+        result = write_events_day(lake.lake_store(), day, lake.events_location())
         context.log.info("recording_events %s: %d rows %s", day, result.rows, result.rows_by_event)
         written.append(result)
         add_day_metadata(context, day, _day_metadata(result))
@@ -73,7 +72,7 @@ def _run_metadata(written: list[EventsDay], lake: LakeResource) -> dict:
         [r.day for r in written], rows=sum(r.rows for r in written),
         rows_by_event=dg.MetadataValue.json(dict(sorted(by_event.items()))),
         distinct_recordings=len(set().union(*(r.recording_ids for r in written))),
-        path=dg.MetadataValue.path(str(table_dir(lake.path, TABLE.name))),
+        path=dg.MetadataValue.path(lake.lake_store().url_of(TABLE.name)),
     )
     meta["events_store_found"] = all(r.store_found for r in written)
     if not meta["events_store_found"]:
@@ -83,4 +82,4 @@ def _run_metadata(written: list[EventsDay], lake: LakeResource) -> dict:
 
 
 def _check_unique(written: list[EventsDay], lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_key_check(lake.path, TABLE, [r.day for r in written], UNIQUE_WEBHOOK_IDS)
+    return unique_key_check(lake.lake_store(), TABLE, [r.day for r in written], UNIQUE_WEBHOOK_IDS)

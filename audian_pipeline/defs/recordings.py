@@ -9,7 +9,6 @@ from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
-from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.sync.recordings import TABLE, DaySync, sync_day
 
 MATCHES_API = "rows_match_api_count"
@@ -44,7 +43,8 @@ def recordings(context: dg.AssetExecutionContext, audian: AudianResource, lake: 
     synced: list[DaySync] = []
     for day in partition_days(context):
         day_before = Counter(client.stats)
-        result = sync_day(client, lake.path, day, concurrency=audian.detail_concurrency, list_limit=audian.list_limit)
+        result = sync_day(client, lake.lake_store(), day, concurrency=audian.detail_concurrency,
+                          list_limit=audian.list_limit)
         context.log.info(
             "recordings %s: %d rows (%d new, %d changed, %d marked deleted), %d list + %d detail calls",
             day, result.rows, result.new, result.changed, result.marked_deleted, result.list_calls, result.detail_calls,
@@ -79,7 +79,7 @@ def _run_metadata(synced: list[DaySync], requests: Counter, lake: LakeResource) 
     meta = run_metadata(
         [r.day for r in synced], rows=sum(r.rows for r in synced),
         api_requests=dg.MetadataValue.json(dict(sorted(requests.items()))),
-        path=dg.MetadataValue.path(str(table_dir(lake.path, TABLE.name))),
+        path=dg.MetadataValue.path(lake.lake_store().url_of(TABLE.name)),
     )
     if len(synced) > 1:
         meta["run_per_day"] = dg.MetadataValue.md(_per_day_table(synced))
@@ -117,4 +117,4 @@ def _check_api_counts(synced: list[DaySync]) -> dg.AssetCheckResult:
 
 
 def _check_unique(synced: list[DaySync], lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_key_check(lake.path, TABLE, [r.day for r in synced], UNIQUE_IDS)
+    return unique_key_check(lake.lake_store(), TABLE, [r.day for r in synced], UNIQUE_IDS)

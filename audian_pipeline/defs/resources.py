@@ -18,6 +18,7 @@ import requests
 from pydantic import PrivateAttr
 
 from audian_pipeline.client.client import AudianClient
+from audian_pipeline.client.limits import DEFAULT_MAX_CONCURRENCY, RedisRequestLimiter, RequestLimiter
 from audian_pipeline.defs.partitions import check_partitions_start
 from audian_pipeline.lake.account import AccountIdentity, audian_identity, claim, emulator_identity
 from audian_pipeline.lake.paths import events_db
@@ -34,6 +35,7 @@ from audian_pipeline.settings import (
     positive_int,
     show_phone_numbers_from_env,
 )
+from audian_pipeline.storage import ARCHIVE_SETTING, LAKE_SETTING, Store
 
 
 class AudianResource(dg.ConfigurableResource):
@@ -48,6 +50,9 @@ class AudianResource(dg.ConfigurableResource):
     """Concurrent downloads (each streams to disk; memory stays flat)."""
     list_limit: int = 200
     retries: int = 6
+    max_concurrency: int | None = None
+    """AUDIAN_API_MAX_CONCURRENCY: requests in flight to Audian from every worker together (in
+    Redis when AUDIAN_CELERY_BROKER_URL is set, else in this process); see `client/limits.py`."""
 
     _client: AudianClient | None = PrivateAttr(default=None)
 
@@ -65,6 +70,19 @@ class AudianResource(dg.ConfigurableResource):
         for name in ("detail_concurrency", "download_concurrency", "list_limit"):
             if getattr(self, name) < 1:
                 raise SettingError(f"AudianResource.{name} must be at least 1 (got {getattr(self, name)}).")
+        self.resolved_max_concurrency()
+
+    def resolved_max_concurrency(self) -> int:
+        if self.max_concurrency is not None:
+            return positive_int("AUDIAN_API_MAX_CONCURRENCY", str(self.max_concurrency))
+        return positive_int("AUDIAN_API_MAX_CONCURRENCY",
+                            env_value("AUDIAN_API_MAX_CONCURRENCY", str(DEFAULT_MAX_CONCURRENCY)))
+
+    def _limiter(self) -> RequestLimiter:
+        broker = env_value("AUDIAN_CELERY_BROKER_URL", "")
+        if broker:
+            return RedisRequestLimiter(self.resolved_max_concurrency(), broker)
+        return RequestLimiter(self.resolved_max_concurrency())
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
@@ -97,16 +115,23 @@ class AudianResource(dg.ConfigurableResource):
                 self._resolved_api_key(),
                 retries=self.retries,
                 pool_size=max(self.detail_concurrency, self.download_concurrency) * 2,
+                limiter=self._limiter(),
             )
         return self._client
 
 
 class LakeResource(dg.ConfigurableResource):
-    """AUDIAN_DATA_DIR (default ./data): the lake, the audio archive, the events store and the
-    warehouse. Also where a bad AUDIAN_PARTITIONS_START surfaces, since every partitioned run
-    starts this resource and the partitions themselves must load whatever the variable says."""
+    """AUDIAN_DATA_DIR (default ./data): the warehouse, the events store, logs and spool files, and
+    the default home of the lake (AUDIAN_LAKE_URL) and the archive (AUDIAN_ARCHIVE_URL), either of
+    which may be s3://bucket/prefix; each is checked writable at run start, naming its setting.
+    Also where a bad AUDIAN_PARTITIONS_START surfaces, since every partitioned run starts this
+    resource and the partitions themselves must load whatever the variable says."""
 
     data_dir: str | None = None
+    lake_url: str | None = None
+    """AUDIAN_LAKE_URL; S3 endpoint and credentials come from the standard AWS variables."""
+    archive_url: str | None = None
+    """AUDIAN_ARCHIVE_URL; often another bucket than the lake's, with its own policy."""
     events_db: str | None = None
     """The webhook events store, AUDIAN_EVENTS_DB: a path (SQLite) or a postgresql:// URL;
     default <data dir>/events/events.sqlite3. The assets and the sensor read it from here."""
@@ -114,6 +139,14 @@ class LakeResource(dg.ConfigurableResource):
     @property
     def path(self) -> Path:
         return Path(self.data_dir or env_value("AUDIAN_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
+
+    def lake_store(self) -> Store:
+        """AUDIAN_LAKE_URL: a directory or s3://bucket/prefix; default <data dir>/lake."""
+        return Store(self.lake_url or env_value(LAKE_SETTING, str(self.path / "lake")), LAKE_SETTING)
+
+    def archive_store(self) -> Store:
+        """AUDIAN_ARCHIVE_URL: a directory or s3://bucket/prefix; default the data dir (audio/, quarantine/)."""
+        return Store(self.archive_url or env_value(ARCHIVE_SETTING, str(self.path)), ARCHIVE_SETTING)
 
     def events_location(self) -> str:
         return check_events_db(self.events_db or env_value("AUDIAN_EVENTS_DB", str(events_db(self.path))))
@@ -132,6 +165,8 @@ class LakeResource(dg.ConfigurableResource):
                 f"AUDIAN_DATA_DIR={path} is not a writable directory ({exc.strerror}); "
                 "point AUDIAN_DATA_DIR at a directory this user can write."
             ) from None
+        for store in (self.lake_store(), self.archive_store()):
+            store.check_writable()
 
     def claim_account(self, audian: AudianResource) -> None:
         """Refuse to write one account's data into another's lake (see `lake/account.py`).

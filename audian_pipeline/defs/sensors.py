@@ -13,9 +13,10 @@ import pyarrow.dataset as ds
 
 from audian_pipeline.defs.partitions import daily_partitions
 from audian_pipeline.defs.resources import LakeResource
-from audian_pipeline.lake.paths import PARTITION_FILE, table_dir
+from audian_pipeline.lake.paths import partitions_pattern
 from audian_pipeline.lake.schemas import RECORDINGS
 from audian_pipeline.settings import RETENTION_DAYS
+from audian_pipeline.storage import Store, lake_at
 from audian_pipeline.webhooks.store import BaseEventStore, StoredEvent, open_existing_event_store, shown_location
 
 COMPLETED = "recording.completed"
@@ -35,17 +36,18 @@ audio_archive_job = dg.define_asset_job(
 )
 
 
-def created_days(data_dir: Path, recording_ids: Iterable[str]) -> dict[str, date]:
+def created_days(lake: Path | Store, recording_ids: Iterable[str]) -> dict[str, date]:
     """recording_id -> UTC day of created_at, for the ids the lake's `recordings` already holds.
 
     Reads only the two columns, filtered to the ids asked for, over every stored day: an id
-    says nothing about its day, and 30-odd small files are cheap to scan.
+    says nothing about its day, and 30-odd small files are cheap to scan, in place on S3 too.
     """
+    store = lake_at(lake)
     wanted = sorted(set(recording_ids))
-    files = sorted(str(p) for p in table_dir(data_dir, "recordings").glob(f"date=*/{PARTITION_FILE}"))
+    files = [store.path(key) for key in store.keys(partitions_pattern("recordings"))]
     if not wanted or not files:
         return {}
-    dataset = ds.dataset(files, schema=RECORDINGS, format="parquet")
+    dataset = ds.dataset(files, schema=RECORDINGS, format="parquet", filesystem=store.fs if store.is_s3 else None)
     found = dataset.to_table(columns=["recording_id", "created_at"], filter=ds.field("recording_id").isin(wanted))
     return {
         rid: created.astimezone(timezone.utc).date()
@@ -149,7 +151,7 @@ def recording_completed_sensor(
         if not events:
             return dg.SkipReason(f"no recording.completed event after seq {cursor}")
         newest = newest_event_day(store)
-    created = created_days(lake.path, (e.recording_id for e in events))
+    created = created_days(lake.lake_store(), (e.recording_id for e in events))
     days = audio_days(events, created)
     requests = run_requests(days, newest, datetime.now(timezone.utc).date())
     context.log.info(

@@ -34,7 +34,7 @@ def warehouse(
 ) -> dg.MaterializeResult:
     days = partition_days(context)
     result = load_warehouse(
-        lake.path, days,
+        lake.path, days, lake=lake.lake_store(),
         storage_quota_bytes=warehouse_settings.quota_bytes(),
         show_phone_numbers=warehouse_settings.phone_numbers_shown(),
         as_of=warehouse_settings.as_of_datetime(),

@@ -36,34 +36,40 @@ def partition_file(data_dir: Path, table: str, day: date) -> Path:
     return partition_dir(data_dir, table, day) / PARTITION_FILE
 
 
+def partition_key(table: str, day: date) -> str:
+    """The partition's key under the lake's root (AUDIAN_LAKE_URL), wherever that lives."""
+    return f"{table}/date={day.isoformat()}/{PARTITION_FILE}"
+
+
+def partitions_pattern(table: str) -> str:
+    """A glob of every partition key of the table: hive `date=` folders, one file each."""
+    return f"{table}/date=*/{PARTITION_FILE}"
+
+
+def archive_key(day: date, recording_id: str, extension: str) -> str:
+    """audio/YYYY/MM/DD/<recording_id>.<ext> under the archive's root (AUDIAN_ARCHIVE_URL).
+
+    The ID is checked before the extension: an unsafe ID's detail call is refused, so its format
+    is unknown too, and the reason a person reads must name the ID, the actual problem. The
+    checked ID holds no '/' or '.', so the key cannot leave audio/."""
+    name = safe_id(recording_id)
+    if extension not in ("mp3", "wav", "opus"):
+        raise UnsafeIdentifier(f"refusing unknown audio extension {extension!r}")
+    return f"audio/{day:%Y}/{day:%m}/{day:%d}/{name}.{extension}"
+
+
+def quarantine_key(day: date, recording_id: str, extension: str) -> str:
+    return f"quarantine/{day.isoformat()}/{safe_id(recording_id)}.{extension}"
+
+
 def audio_dir(data_dir: Path) -> Path:
     return data_dir / "audio"
 
 
-def archive_path(data_dir: Path, day: date, recording_id: str, extension: str) -> Path:
-    """audio/YYYY/MM/DD/<recording_id>.<ext>; the ID is checked, the result stays inside audio/.
-
-    The ID is checked before the extension: an unsafe ID's detail call is refused, so its format
-    is unknown too, and the reason a person reads must name the ID, the actual problem."""
-    base = audio_dir(data_dir)
-    name = safe_id(recording_id)
-    if extension not in ("mp3", "wav", "opus"):
-        raise UnsafeIdentifier(f"refusing unknown audio extension {extension!r}")
-    path = base / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / f"{name}.{extension}"
-    if base.resolve() not in path.resolve().parents:
-        raise UnsafeIdentifier(f"refusing {recording_id!r}: its path would leave the archive")
-    return path
-
-
-def download_staging_dir(data_dir: Path) -> Path:
-    """Where downloads stream before they are judged: one folder for every day, so that what a
-    killed run leaves is found by listing one folder, whatever day it was archiving. Inside
-    audio/ so that publishing is a rename on the same file system; hidden from archive globs."""
-    return audio_dir(data_dir) / ".downloads"
-
-
-def quarantine_path(data_dir: Path, day: date, recording_id: str, extension: str) -> Path:
-    return data_dir / "quarantine" / day.isoformat() / f"{safe_id(recording_id)}.{extension}"
+def download_spool_dir(data_dir: Path) -> Path:
+    """Where downloads for an S3 archive stream before they are judged: local, under
+    AUDIAN_DATA_DIR, so nothing unverified is ever stored under the archive's prefix."""
+    return data_dir / "spool"
 
 
 def events_db(data_dir: Path) -> Path:

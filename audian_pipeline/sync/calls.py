@@ -23,6 +23,7 @@ from audian_pipeline.client.errors import NotFound
 from audian_pipeline.client.models import Call, MalformedResponse
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.tables import CALLS, RECORDINGS
+from audian_pipeline.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ class CallsDay:
     """What syncing one day's calls did, for metadata and tests."""
 
     day: date
-    path: Path
+    path: str
+    """The partition's local path or s3:// URL."""
     rows: int
     bytes_written: int
     fetched: int
@@ -87,7 +89,7 @@ def calls_to_fetch(recordings: list[dict], stored: set[str]) -> tuple[list[str],
 
 def sync_calls_day(
     client: AudianClient,
-    data_dir: Path,
+    lake: Path | Store,
     day: date,
     *,
     concurrency: int = 16,
@@ -95,8 +97,8 @@ def sync_calls_day(
 ) -> CallsDay:
     """Add the day's missing calls to its `calls` partition, rewritten whole and atomically."""
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
-    rows = {row["call_id"]: row for row in read_rows(data_dir, TABLE, day)}
-    ready, deferred = calls_to_fetch(read_rows(data_dir, RECORDINGS, day), set(rows))
+    rows = {row["call_id"]: row for row in read_rows(lake, TABLE, day)}
+    ready, deferred = calls_to_fetch(read_rows(lake, RECORDINGS, day), set(rows))
     # A 404 or a refused answer (an in-progress call) is kept in place of the call, so one bad
     # call does not cost the others; any other error (401, Audian down) fails the run.
     answers = fetch_each(client.get_call, ready, concurrency, tolerate=(NotFound, MalformedResponse))
@@ -112,7 +114,7 @@ def sync_calls_day(
             log.warning("call %s on %s not stored this run: %s", call_id, day, answer)
 
     ordered = sorted(rows.values(), key=lambda row: (row["started_at"], row["call_id"]))
-    path, size = write_partition(data_dir, TABLE, day, to_table(TABLE, ordered))
+    path, size = write_partition(lake, TABLE, day, to_table(TABLE, ordered))
     return CallsDay(
         day=day, path=path, rows=len(ordered), bytes_written=size,
         fetched=len(ready) - not_found - len(unreadable), requested=len(ready),

@@ -8,9 +8,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 
-from audian_pipeline.audio.archive import Archiver, clean_stale_downloads
+from audian_pipeline.audio.archive import Archiver
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDINGS
 from audian_pipeline.webhooks.store import open_existing_event_store
@@ -21,7 +20,8 @@ TABLE = RECORDING_AUDIO
 @dataclass
 class ArchiveDay:
     day: date
-    path: Path
+    path: str
+    """The partition's local path or s3:// URL."""
     rows: int
     downloaded: int
     bytes_downloaded: int
@@ -50,10 +50,10 @@ def load_checksums(events_db: str, recording_ids: list[str]) -> dict[str, str]:
 
 def archive_day(archiver: Archiver, day: date, events_db: str, concurrency: int = 4) -> ArchiveDay:
     """`events_db` is AUDIAN_EVENTS_DB's value (a path or a postgresql:// URL): the checksums."""
-    recordings = read_rows(archiver.data_dir, RECORDINGS, day)
-    previous = {row["recording_id"]: row for row in read_rows(archiver.data_dir, TABLE, day)}
+    recordings = read_rows(archiver.lake, RECORDINGS, day)
+    previous = {row["recording_id"]: row for row in read_rows(archiver.lake, TABLE, day)}
     checksums = load_checksums(events_db, [r["recording_id"] for r in recordings])
-    clean_stale_downloads(archiver.data_dir, day)
+    archiver.clean_stale_downloads(day)
     archiver.take_downloads()
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="download") as pool:
@@ -61,7 +61,7 @@ def archive_day(archiver: Archiver, day: date, events_db: str, concurrency: int 
                                                          checksums.get(r["recording_id"])), recordings))
     elapsed = time.perf_counter() - started
     rows.sort(key=lambda r: (r["created_at"], r["recording_id"]), reverse=True)
-    path, _ = write_partition(archiver.data_dir, TABLE, day, to_table(TABLE, rows))
+    path, _ = write_partition(archiver.lake, TABLE, day, to_table(TABLE, rows))
     waiting = _unarchived(recordings, rows)
     horizon = archiver.now + timedelta(hours=48)
     oldest = min(waiting, key=lambda r: r["created_at"], default=None)

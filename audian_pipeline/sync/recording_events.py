@@ -17,6 +17,7 @@ from typing import Iterable
 from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import to_table, write_partition
 from audian_pipeline.lake.tables import RECORDING_EVENTS
+from audian_pipeline.storage import Store
 from audian_pipeline.webhooks.store import StoredEvent, open_existing_event_store
 
 TABLE = RECORDING_EVENTS
@@ -27,7 +28,8 @@ class EventsDay:
     """What writing one day did, for metadata and tests."""
 
     day: date
-    path: Path
+    path: str
+    """The partition's local path or s3:// URL."""
     rows: int
     bytes_written: int
     store_found: bool
@@ -75,12 +77,12 @@ def read_day(events_db: str, day: date) -> list[StoredEvent] | None:
         return store.events_between(start, end)
 
 
-def write_events_day(data_dir: Path, day: date, events_db: str) -> EventsDay:
+def write_events_day(lake: Path | Store, day: date, events_db: str) -> EventsDay:
     """Rewrite the day's `recording_events` partition from the events store at `events_db`
     (AUDIAN_EVENTS_DB: a path or a postgresql:// URL)."""
     events = read_day(events_db, day)
     rows = event_rows(events or [])
-    path, size = write_partition(data_dir, TABLE, day, to_table(TABLE, rows))
+    path, size = write_partition(lake, TABLE, day, to_table(TABLE, rows))
     return EventsDay(
         day=day,
         path=path,

@@ -20,6 +20,7 @@ from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.tables import RECORDINGS
 from audian_pipeline.settings import RETENTION_DAYS
+from audian_pipeline.storage import Store
 
 TABLE = RECORDINGS
 LISTED_FIELDS = ("recording_id", "call_id", "duration", "file_size", "status", "created_at")
@@ -30,7 +31,8 @@ class DaySync:
     """What syncing one day did, for metadata and tests."""
 
     day: date
-    path: Path
+    path: str
+    """The partition's local path or s3:// URL."""
     rows: int
     bytes_written: int
     new: int
@@ -67,7 +69,7 @@ def _row(summary: RecordingSummary, detail: Recording | None, previous: dict | N
 
 def sync_day(
     client: AudianClient,
-    data_dir: Path,
+    lake: Path | Store,
     day: date,
     *,
     now: datetime | None = None,
@@ -76,7 +78,7 @@ def sync_day(
 ) -> DaySync:
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     start, end = day_bounds(day)
-    stored = {row["recording_id"]: row for row in read_rows(data_dir, TABLE, day)}
+    stored = {row["recording_id"]: row for row in read_rows(lake, TABLE, day)}
     listing = list_window(client, start, end, list_limit)
 
     stale = [s for s in listing.recordings
@@ -103,7 +105,7 @@ def sync_day(
             rows[rid] = kept
 
     ordered = sorted(rows.values(), key=lambda r: (r["created_at"], r["recording_id"]), reverse=True)
-    path, size = write_partition(data_dir, TABLE, day, to_table(TABLE, ordered))
+    path, size = write_partition(lake, TABLE, day, to_table(TABLE, ordered))
     new = sum(1 for s in stale if s.recording_id not in stored)
     return DaySync(
         day=day, path=path, rows=len(ordered), bytes_written=size, new=new, changed=len(stale) - new,

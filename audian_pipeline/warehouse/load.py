@@ -81,8 +81,9 @@ from typing import Any, Iterable, Iterator
 import duckdb
 
 from audian_pipeline.lake.files import TEMP_PREFIX, data_dir_error, fsync_path, publish, temp_path_for
-from audian_pipeline.lake.paths import PARTITION_FILE, partition_file, table_dir, warehouse_path
+from audian_pipeline.lake.paths import partition_key, partitions_pattern, warehouse_path
 from audian_pipeline.lake.tables import CALLS, TABLES as LAKE_TABLES
+from audian_pipeline.storage import Store, lake_at
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 """sql/: tables/*.sql (DDL, run in name order) and reports/*.sql. Reached through the package
@@ -148,16 +149,15 @@ def schema_version(sql_dir: Path = SQL_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
-def lake_days(data_dir: Path, tables: Iterable[str] = TABLES) -> list[date]:
-    """Every UTC day that has a partition file in any of the tables."""
+def lake_days(lake: Path | Store, tables: Iterable[str] = TABLES) -> list[date]:
+    """Every UTC day that has a partition file in any of the tables (`lake`: a Store, or a data
+    directory whose lake/ is the default lake)."""
+    store = lake_at(lake)
     days: set[date] = set()
     for table in tables:
-        directory = table_dir(data_dir, table)
-        if not directory.is_dir():
-            continue
-        for child in directory.iterdir():
-            match = _PARTITION_DIR.match(child.name)
-            if match and (child / PARTITION_FILE).is_file():
+        for key in store.keys(partitions_pattern(table)):
+            match = _PARTITION_DIR.match(key.split("/")[-2])
+            if match:
                 days.add(date.fromisoformat(match.group(1)))
     return sorted(days)
 
@@ -172,13 +172,17 @@ def load_warehouse(
     rebuild: bool = False,
     lock_timeout: float = 600.0,
     sql_dir: Path = SQL_DIR,
+    lake: Store | None = None,
 ) -> LoadResult:
     """Replace the given days' rows of every table from the lake, and publish the warehouse.
 
     `days=None` (or `rebuild=True`) rebuilds every table from the whole lake. `as_of` is the
-    "now" the report views use (default: the wall clock at load time)."""
+    "now" the report views use (default: the wall clock at load time). `lake` is where the lake
+    lives (AUDIAN_LAKE_URL), default `data_dir/lake`; an S3 lake is read in place through
+    DuckDB's `register_filesystem`, never copied to local disk first."""
     started = time.monotonic()
     data_dir = Path(data_dir)
+    store = lake_at(lake or data_dir)
     target = warehouse_path(data_dir)
     wanted_days = sorted(set(days)) if days is not None else None
     as_of = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -192,14 +196,16 @@ def load_warehouse(
         work = base if reason is None else temp_path_for(base)
         try:
             with contextlib.closing(_open_work(work)) as con:
+                if store.is_s3:
+                    con.register_filesystem(store.fs)
                 if reason is not None:
                     for ddl in table_ddl_files(sql_dir):
                         con.execute(ddl.read_text())
-                    loaded_days = lake_days(data_dir)
-                    loaded = _load_everything(con, data_dir, loaded_days, show_phone_numbers)
+                    loaded_days = lake_days(store)
+                    loaded = _load_everything(con, store, loaded_days, show_phone_numbers)
                 else:
                     loaded_days = wanted_days or []
-                    loaded = _load_days(con, data_dir, loaded_days, show_phone_numbers)
+                    loaded = _load_days(con, store, loaded_days, show_phone_numbers)
                 counts = _finish(con, settings, version, sql_dir)
             fsync_path(work)
             if work != base:
@@ -384,7 +390,7 @@ def _select(table: str, show_phone_numbers: bool, *, hive: bool = False) -> str:
 
 
 def _load_days(
-    con: duckdb.DuckDBPyConnection, data_dir: Path, days: list[date], show_phone_numbers: bool
+    con: duckdb.DuckDBPyConnection, lake: Store, days: list[date], show_phone_numbers: bool
 ) -> dict[str, dict[date, int]]:
     """Per table and day: delete the day's rows, insert the day's partition (if any)."""
     loaded: dict[str, dict[date, int]] = {t: {} for t in TABLES}
@@ -393,14 +399,14 @@ def _load_days(
         for table in TABLES:
             con.execute(f"DELETE FROM {table} WHERE partition_date = ?", [day])
             con.execute("DELETE FROM warehouse_partitions WHERE table_name = ? AND partition_date = ?", [table, day])
-            source = partition_file(data_dir, table, day)
+            key = partition_key(table, day)
             rows = 0
-            if source.is_file():
+            if lake.exists(key):
                 rows = _single_value(
                     con,
                     f"INSERT INTO {table} BY NAME {_select(table, show_phone_numbers)}, ?::DATE AS partition_date "
                     "FROM read_parquet(?, hive_partitioning = false)",  # else DuckDB adds `date` from the folder
-                    [day, str(source)],
+                    [day, lake.url_of(key)],
                 )
             loaded[table][day] = rows
             con.execute("INSERT INTO warehouse_partitions VALUES (?, ?, ?, ?)", [table, day, rows, now])
@@ -408,7 +414,7 @@ def _load_days(
 
 
 def _load_everything(
-    con: duckdb.DuckDBPyConnection, data_dir: Path, days: list[date], show_phone_numbers: bool
+    con: duckdb.DuckDBPyConnection, lake: Store, days: list[date], show_phone_numbers: bool
 ) -> dict[str, dict[date, int]]:
     """Each table in one statement over all its partitions (the hive `date=` folder is the day).
 
@@ -417,8 +423,8 @@ def _load_everything(
     loaded: dict[str, dict[date, int]] = {t: {} for t in TABLES}
     now = datetime.now(timezone.utc)
     for table in TABLES:
-        if lake_days(data_dir, [table]):  # else the DDL's empty table of the right schema stays
-            pattern = str(table_dir(data_dir, table) / "date=*" / PARTITION_FILE)
+        if lake_days(lake, [table]):  # else the DDL's empty table of the right schema stays
+            pattern = lake.url_of(partitions_pattern(table))
             con.execute(
                 f"INSERT INTO {table} BY NAME {_select(table, show_phone_numbers, hive=True)}, date AS partition_date "
                 "FROM read_parquet(?, hive_partitioning = true, hive_types = {'date': DATE}, union_by_name = true)",

@@ -5,7 +5,7 @@ CREATE TABLE recording_audio (
     created_at         TIMESTAMPTZ NOT NULL,
     outcome            VARCHAR     NOT NULL,
     reason             VARCHAR,              -- why it is not verified, when it is not
-    path               VARCHAR,              -- archive path relative to AUDIAN_DATA_DIR
+    path               VARCHAR,              -- full location of the archived object: a local path or s3:// URL
     bytes              BIGINT,
     expected_bytes     BIGINT,
     sha256             VARCHAR,
