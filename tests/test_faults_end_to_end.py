@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
@@ -33,7 +34,9 @@ from audian_pipeline.emulator.variations import Variations
 from audian_pipeline.lake.paths import warehouse_path
 from audian_pipeline.runner import LAKE_AND_WAREHOUSE, failure_messages, range_tags, run_range
 from audian_pipeline.settings import DEMO_API_KEY
+from audian_pipeline.storage import Store
 
+from s3server import s3_locations
 from test_audio_archive import account_with_webhooks
 
 FAULTS = FaultConfig(server_error=0.1, rate_limited=0.03, latency_ms=2, drift=0.3, cut=0.2, corrupt=0.1,
@@ -48,31 +51,34 @@ BOOKKEEPING = {
 ACCOUNT = dict(seed=91, days=12, per_day=14, max_duration=45)
 
 
-def resources_for(emu, data_dir: Path, api_key=DEMO_API_KEY) -> dict:
-    """Pages of 7 so that each day's window takes several pages for drift to shift."""
+def resources_for(emu, data_dir: Path, api_key=DEMO_API_KEY, **storage: str) -> dict:
+    """Pages of 7 so that each day's window takes several pages for drift to shift; `storage`
+    (lake_url, archive_url) puts the lake and the archive elsewhere, on S3 say."""
     return {
         "audian": AudianResource(api_url=emu.api_url, api_key=api_key, list_limit=7),
-        "lake": LakeResource(data_dir=str(data_dir)),
+        "lake": LakeResource(data_dir=str(data_dir), **storage),
         "warehouse_settings": WarehouseResource(as_of=emu.account.now().isoformat()),
     }
 
 
-def whole_pipeline(emu, data_dir: Path, instance: dg.DagsterInstance) -> list[str]:
+def whole_pipeline(emu, data_dir: Path, instance: dg.DagsterInstance, **storage: str) -> list[str]:
     """A 10-day backfill, then the daily schedule's run; returns the run ids."""
     today = emu.account.now().date()
     assert run_range(today - timedelta(days=10), today - timedelta(days=1),
-                     resources=resources_for(emu, data_dir), dagster_instance=instance) == 0
+                     resources=resources_for(emu, data_dir, **storage), dagster_instance=instance) == 0
     tick = datetime.combine(today, datetime.min.time(), tzinfo=timezone.utc) + timedelta(minutes=15)
     request = daily_schedule(dg.build_schedule_context(scheduled_execution_time=tick))
     job = dg.Definitions(assets=definitions.load().assets, jobs=[daily_job],
-                         resources=resources_for(emu, data_dir)).resolve_job_def("daily_job")
+                         resources=resources_for(emu, data_dir, **storage)).resolve_job_def("daily_job")
     assert job.execute_in_process(tags=request.tags, instance=instance).success
     return [run.run_id for run in instance.get_runs()]
 
 
-def warehouse_content(data_dir: Path, api_url: str) -> dict[str, list[dict]]:
+def warehouse_content(data_dir: Path, api_url: str, archive_url: str | None = None) -> dict[str, list[dict]]:
     """Sorted rows without bookkeeping columns; the emulator's own address (it differs between
-    the two emulators, and events carry it in download_url) is replaced by a placeholder."""
+    the two emulators, and events carry it in download_url) and the archive's root (in the
+    manifest's `path`: the data dir, or the s3:// prefix of AUDIAN_ARCHIVE_URL) by placeholders."""
+    places = {api_url: "<API>", archive_url or str(data_dir.resolve()): "<ARCHIVE>"}
     tables = {}
     with duckdb.connect(str(warehouse_path(data_dir)), read_only=True) as con:
         for table, skip in BOOKKEEPING.items():
@@ -80,9 +86,15 @@ def warehouse_content(data_dir: Path, api_url: str) -> dict[str, list[dict]]:
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                 [table]).fetchall() if c not in skip]
             rows = con.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY ALL").fetchall()
-            tables[table] = [{c: v.replace(api_url, "<API>") if isinstance(v, str) else v
-                              for c, v in zip(columns, row, strict=True)} for row in rows]
+            tables[table] = [{c: _placeholders(v, places) for c, v in zip(columns, row, strict=True)} for row in rows]
     return tables
+
+
+def _placeholders(value, places: dict[str, str]):
+    if isinstance(value, str):
+        for place, placeholder in places.items():
+            value = value.replace(place, placeholder)
+    return value
 
 
 def archived(data_dir: Path) -> list[Path]:
@@ -91,24 +103,46 @@ def archived(data_dir: Path) -> list[Path]:
     return [p for p in sorted((data_dir / "audio").rglob("*")) if p.is_file() and not p.name.startswith(".")]
 
 
-def archive_content(data_dir: Path) -> dict[str, str]:
-    return {str(p.relative_to(data_dir / "audio")): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in archived(data_dir)}
+def archive_content(where: Path | Store) -> dict[str, str]:
+    """sha256 of every recording archived under a data dir's audio/, or an archive Store's."""
+    if isinstance(where, Store):
+        return {key.removeprefix("audio/"): hashlib.sha256(where.read_bytes(key) or b"").hexdigest()
+                for key in where.keys_under("audio")}
+    return {str(p.relative_to(where / "audio")): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in archived(where)}
+
+
+def storage_for(request: pytest.FixtureRequest, storage: str) -> dict[str, str]:
+    """LakeResource fields for a run: none for the local default; on S3, a fresh prefix in each
+    of the test server's two buckets (the lake's and the archive's)."""
+    if storage == "local":
+        return {}
+    request.getfixturevalue("s3_env")
+    return s3_locations()
+
+
+def archive_of(data_dir: Path, storage: dict[str, str]) -> Path | Store:
+    return Store(storage["archive_url"], "AUDIAN_ARCHIVE_URL") if storage else data_dir
 
 
 @pytest.mark.slow
-def test_every_fault_at_once_leaves_the_same_data_as_a_clean_run(fresh_emulator, tmp_path):
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_every_fault_at_once_leaves_the_same_data_as_a_clean_run(fresh_emulator, tmp_path, request, storage):
+    """The faulty run goes to `storage`; the clean one stays local, so on S3 this also shows
+    that S3 storage keeps what a local run keeps."""
     clean_dir, faulty_dir = tmp_path / "clean", tmp_path / "faulty"
+    where = storage_for(request, storage)
     with account_with_webhooks(fresh_emulator, clean_dir, **ACCOUNT) as clean:
         whole_pipeline(clean, clean_dir, dg.DagsterInstance.ephemeral())
     with account_with_webhooks(fresh_emulator, faulty_dir, faults=FAULTS, **ACCOUNT) as faulty:
-        whole_pipeline(faulty, faulty_dir, dg.DagsterInstance.ephemeral())
+        whole_pipeline(faulty, faulty_dir, dg.DagsterInstance.ephemeral(), **where)
         injected = faulty.faults.snapshot()["injected"]
         delivery = faulty.delivery.stats.to_dict()
     print("faults injected:", injected, "webhook delivery:", delivery)
     assert {"server_error", "rate_limited", "drift", "cut", "forbidden", "webhook_duplicate"} <= set(injected)
 
-    want, got = warehouse_content(clean_dir, clean.api_url), warehouse_content(faulty_dir, faulty.api_url)
+    want = warehouse_content(clean_dir, clean.api_url)
+    got = warehouse_content(faulty_dir, faulty.api_url, where.get("archive_url"))
     corrupted = {r["recording_id"] for r in got["recording_audio"] if r["outcome"] == "checksum_mismatch"}
     assert corrupted and all(faulty.faults.is_corrupted(rid) for rid in corrupted)
     assert {r["recording_id"]: r["outcome"] for r in want["recording_audio"] if r["recording_id"] in corrupted} == {
@@ -118,7 +152,7 @@ def test_every_fault_at_once_leaves_the_same_data_as_a_clean_run(fresh_emulator,
     strip = lambda rows: [r for r in rows if r["recording_id"] not in corrupted]  # noqa: E731
     assert strip(got["recording_audio"]) == strip(want["recording_audio"])
 
-    clean_files, faulty_files = archive_content(clean_dir), archive_content(faulty_dir)
+    clean_files, faulty_files = archive_content(clean_dir), archive_content(archive_of(faulty_dir, where))
     assert {k: v for k, v in clean_files.items() if Path(k).stem not in corrupted} == faulty_files
     assert not {Path(k).stem for k in faulty_files} & corrupted
 
@@ -132,8 +166,19 @@ def _cli_env(emu, data_dir: Path, **extra) -> dict:
             **extra}
 
 
-def _visible_state_is_whole(data_dir: Path, truth: dict[str, str]) -> None:
-    """What a reader can see between kills: complete Parquet, verified audio, an openable warehouse."""
+def _visible_state_is_whole(data_dir: Path, truth: dict[str, str], storage: dict[str, str]) -> None:
+    """What a reader can see between kills: complete Parquet, verified audio, an openable warehouse.
+    On S3 also: no object but partitions in the lake, and none but recordings and quarantined
+    files in the archive (a killed upload never completes, so it is no object at all)."""
+    if storage:
+        lake = Store(storage["lake_url"], "AUDIAN_LAKE_URL")
+        for key in lake.keys_under(""):
+            assert key.endswith("/data.parquet"), key
+            pq.read_table(pa.BufferReader(lake.read_bytes(key)))
+        archive = archive_of(data_dir, storage)
+        assert all(key.startswith(("audio/", "quarantine/")) for key in archive.keys_under("")), archive
+        for name, digest in archive_content(archive).items():
+            assert digest == truth[Path(name).stem], name
     for path in (data_dir / "lake").rglob("*.parquet"):
         pq.read_table(path)
     for path in archived(data_dir):
@@ -144,26 +189,31 @@ def _visible_state_is_whole(data_dir: Path, truth: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_killed_backfills_then_rerun_equal_an_uninterrupted_run(fresh_emulator, tmp_path):
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_killed_backfills_then_rerun_equal_an_uninterrupted_run(fresh_emulator, tmp_path, request, storage):
+    """The killed runs and their re-run use `storage`, the uninterrupted run the local default."""
     killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
+    where = storage_for(request, storage)
+    killed_env = {"AUDIAN_LAKE_URL": where["lake_url"], "AUDIAN_ARCHIVE_URL": where["archive_url"]} if where else {}
     emu = fresh_emulator(**ACCOUNT)
     truth = {rid: emu.emulator.audio_cache.sha256(r.spec) for rid, r in emu.account.recordings.items()
              if r.outcome == "completed"}
     today = emu.account.now().date()
     days = ["--start", (today - timedelta(days=10)).isoformat(), "--end", (today - timedelta(days=1)).isoformat()]
     for delay in (3.0, 4.5, 6.0, 7.5):
-        proc = subprocess.Popen([*RUN, *days], env=_cli_env(emu, killed_dir), cwd=tmp_path,
+        proc = subprocess.Popen([*RUN, *days], env=_cli_env(emu, killed_dir, **killed_env), cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        _visible_state_is_whole(killed_dir, truth)
-    for data_dir in (killed_dir, whole_dir):
-        done = subprocess.run([*RUN, *days], env=_cli_env(emu, data_dir), cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)
+        _visible_state_is_whole(killed_dir, truth, where)
+    for data_dir, extra in ((killed_dir, killed_env), (whole_dir, {})):
+        done = subprocess.run([*RUN, *days], env=_cli_env(emu, data_dir, **extra), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-    assert warehouse_content(killed_dir, emu.api_url) == warehouse_content(whole_dir, emu.api_url)
-    assert archive_content(killed_dir) == archive_content(whole_dir)
+    assert (warehouse_content(killed_dir, emu.api_url, where.get("archive_url"))
+            == warehouse_content(whole_dir, emu.api_url))
+    assert archive_content(archive_of(killed_dir, where)) == archive_content(whole_dir)
 
 
 def _run_day(emu, data_dir: Path, **resource_overrides) -> dg.ExecuteInProcessResult:
