@@ -21,10 +21,12 @@ import pytest
 from audian_pipeline import definitions
 from audian_pipeline.cli import main
 from audian_pipeline.defs.executor import audian_executor
+from audian_pipeline.emulator.faults import FaultConfig
 from audian_pipeline.settings import DEMO_API_KEY
 from audian_pipeline.workers import celery_app
 
 from test_production_instance import PRODUCTION_YAML
+from test_request_limits import max_in_flight
 
 WORKER = [sys.executable, "-m", "audian_pipeline.cli", "worker"]
 
@@ -132,17 +134,20 @@ def test_a_wrong_executor_setting_fails_run_and_worker_in_one_line(env, expected
 
 
 @pytest.mark.slow
-def test_a_run_on_two_workers_executes_its_steps_there(fresh_emulator, tmp_path, production):
-    """`audian-pipeline run` with AUDIAN_EXECUTOR=celery: every step ran in a worker process."""
-    emu = fresh_emulator(seed=5, days=3, per_day=4, max_duration=30, webhook_url=None)
+def test_a_run_on_two_workers_executes_its_steps_there_under_one_request_limit(fresh_emulator, tmp_path, production):
+    """`audian-pipeline run` with AUDIAN_EXECUTOR=celery: every step ran in a worker process, and
+    the two workers together never had more than AUDIAN_API_MAX_CONCURRENCY requests in flight."""
+    emu = fresh_emulator(seed=5, days=3, per_day=8, max_duration=30, webhook_url=None,
+                         faults=FaultConfig(latency_ms=20))
     data_dir = tmp_path / "data"
-    env = shared_env(production, emu, data_dir)
+    env = shared_env(production, emu, data_dir, AUDIAN_API_MAX_CONCURRENCY="4")
     today = emu.account.now().date()
     days = ["--start", (today - timedelta(days=2)).isoformat(), "--end", (today - timedelta(days=1)).isoformat()]
     with celery_workers(2, env, tmp_path) as workers:
         done = subprocess.run([sys.executable, "-m", "audian_pipeline.cli", "run", *days], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
+    assert 1 <= max_in_flight(emu) <= 4
+    assert done.returncode == 0, done.stderr[-3000:]
     instance = dg.DagsterInstance.from_config(str(production["home"]))
     runs = instance.get_runs()
     assert len(runs) == 2 and all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)

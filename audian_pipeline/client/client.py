@@ -14,6 +14,7 @@ host (requests, for one, forwards custom headers such as `X-Auth-Token` across h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ from urllib3.util.retry import Retry
 
 from audian_pipeline import __version__
 from audian_pipeline.client import errors
+from audian_pipeline.client.limits import RequestLimiter
 from audian_pipeline.client.models import Call, Page, Recording, format_timestamp, parse_timestamp
 from audian_pipeline.settings import check_api_key, check_api_url
 
@@ -55,7 +57,21 @@ ERROR_BODY_LIMIT = 64 * 1024
 
 
 class _AudianRetry(Retry):
-    """urllib3's Retry, except that a 429 without Retry-After (quota_exceeded) is final."""
+    """urllib3's Retry, except that a 429 without Retry-After (quota_exceeded) is final, and a
+    Retry-After pauses every request sharing the limiter, not only this one."""
+
+    limiter: RequestLimiter | None = None
+
+    def new(self, **kw: Any) -> "_AudianRetry":
+        retry = super().new(**kw)
+        retry.limiter = self.limiter
+        return retry
+
+    def sleep_for_retry(self, response: urllib3.BaseHTTPResponse) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after and self.limiter is not None:
+            self.limiter.pause(retry_after)
+        return super().sleep_for_retry(response)
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
         if status_code == 429 and not has_retry_after:
@@ -63,7 +79,7 @@ class _AudianRetry(Retry):
         return super().is_retry(method, status_code, has_retry_after)
 
 
-def retry_policy(retries: int, backoff: float) -> Retry:
+def retry_policy(retries: int, backoff: float) -> _AudianRetry:
     return _AudianRetry(
         total=retries,
         connect=retries,
@@ -113,12 +129,17 @@ class AudianClient:
         retries: int = 6,
         backoff: float = 0.25,
         pool_size: int = 32,
+        limiter: RequestLimiter | None = None,
     ) -> None:
+        """`limiter`: AUDIAN_API_MAX_CONCURRENCY's slots, held by each request to the API or the
+        storage host until its answer is read; None for no limit beyond `pool_size`."""
         self.base_url = check_api_url(base_url)
         self._host = urlsplit(self.base_url).netloc.rsplit("@", 1)[-1]
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._retries = retries
         self.retry = retry_policy(retries, backoff)
+        self.retry.limiter = limiter
+        self._slot = limiter.slot if limiter is not None else contextlib.nullcontext
         self._api = _pool(pool_size, self.retry, self.timeout,
                           {"X-Auth-Token": check_api_key(api_key), "Accept": "application/json"})
         self._storage = _pool(pool_size, self.retry, self.timeout, {})
@@ -129,8 +150,11 @@ class AudianClient:
         return f"AudianClient({self.base_url!r}, api_key=<redacted>)"
 
     def close(self) -> None:
+        """Also closes the limiter handed in (its Redis connection, if any)."""
         self._api.clear()
         self._storage.clear()
+        if self.retry.limiter is not None:
+            self.retry.limiter.close()
 
     def __enter__(self) -> "AudianClient":
         return self
@@ -153,7 +177,8 @@ class AudianClient:
             # urllib3 replaces (does not merge) the pool's headers when a request passes its own
             body, headers = json.dumps(json_body).encode(), {**self._api.headers, "Content-Type": "application/json"}
         try:
-            response = self._api.request(method, url, body=body, headers=headers, redirect=False)
+            with self._slot():
+                response = self._api.request(method, url, body=body, headers=headers, redirect=False)
         except urllib3.exceptions.HTTPError as exc:
             self._count(kind)
             raise errors.Unreachable(
@@ -260,6 +285,11 @@ class AudianClient:
 
     def _stream(self, url: str, start: int, sink: IO[bytes], on_chunk: Callable[[bytes], None] | None) -> int:
         headers = {**self._storage.headers, "Range": f"bytes={start}-"} if start else None
+        with self._slot():
+            return self._stream_in_slot(url, headers, start, sink, on_chunk)
+
+    def _stream_in_slot(self, url: str, headers: dict | None, start: int, sink: IO[bytes],
+                        on_chunk: Callable[[bytes], None] | None) -> int:
         received = 0
         response = None
         try:

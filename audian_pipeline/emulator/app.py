@@ -71,6 +71,9 @@ class Emulator:
         self.storage_base_url = storage_base_url.rstrip("/")
         self.signing_key = signing_key or hashlib.sha256(f"storage-{account.seed}".encode()).digest()
         self.requests_served = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Requests to the API and the storage host being answered at once, and the most ever."""
         self.quota_bytes = quota_bytes
         self.issued_signatures: set[str] = set()
         """Every signature handed out, so tests can search logs and files for them."""
@@ -140,6 +143,39 @@ class Emulator:
             status = (500, 502, 503)[stable_hash(key) % 3]
             return error(status, "server_error", "Transient server error, retry")
         return None
+
+
+class CountInFlight:
+    """ASGI middleware counting Audian requests (API and storage host together) being answered.
+
+    A request stops counting just before its last bytes are sent, so a client that has read its
+    answer and starts the next request is never counted twice: the emulator's figure is at most
+    what the clients had open, and a test of their limit cannot fail on the server's timing."""
+
+    def __init__(self, app, emu: Emulator) -> None:
+        self.app, self.emu = app, emu
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
+            return await self.app(scope, receive, send)
+        emu, counted = self.emu, [True]
+        emu.in_flight += 1
+        emu.max_in_flight = max(emu.max_in_flight, emu.in_flight)
+
+        def done() -> None:
+            if counted[0]:
+                counted[0] = False
+                emu.in_flight -= 1
+
+        async def send_counted(message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                done()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            done()
 
 
 def api_app(emu: Emulator) -> Starlette:
@@ -295,6 +331,7 @@ def api_app(emu: Emulator) -> Starlette:
         *control_routes(emu, endpoint),
     ]
     app = Starlette(routes=routes)
+    app.add_middleware(CountInFlight, emu=emu)
     app.add_exception_handler(404, lambda r, e: not_found("Endpoint"))
     app.add_exception_handler(405, lambda r, e: error(405, "invalid_request", "Method not allowed"))
     return app
@@ -357,7 +394,7 @@ def control_routes(emu: Emulator, endpoint) -> list[Route]:
         now = emu.account.now()
         return JSONResponse({"now": iso(now), "recordings": len(emu.account.visible(now)),
                              "faults": emu.faults.snapshot(), "variations": emu.variations.to_dict(),
-                             "requests_served": emu.requests_served})
+                             "requests_served": emu.requests_served, "max_in_flight": emu.max_in_flight})
 
     async def advance_clock(request: Request) -> Response:
         body = await _json_body(request)
@@ -433,7 +470,9 @@ def storage_app(emu: Emulator) -> Starlette:
         body = _file_chunks(path, start, end, cut_after, corrupt_at)
         return StreamingResponse(body, status_code=status, headers=headers)
 
-    return Starlette(routes=[Route("/files/{name}", serve_file, methods=["GET"])])
+    app = Starlette(routes=[Route("/files/{name}", serve_file, methods=["GET"])])
+    app.add_middleware(CountInFlight, emu=emu)
+    return app
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
