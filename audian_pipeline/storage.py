@@ -32,8 +32,10 @@ import fsspec
 from audian_pipeline.lake.files import atomic_writer, data_dir_error, fsync_path, publish
 from audian_pipeline.settings import SettingError
 
-PART_BYTES = 16 * 1024 * 1024
-"""Multipart part size: memory for a 500 MB recording stays a few parts, whatever its size."""
+PART_BYTES = 8 * 1024 * 1024
+PARTS_IN_FLIGHT = 4
+"""s3fs reads `max_concurrency` parts into memory at a time (its default, 10 parts of 50 MiB, held
+456 MiB for a 524 MB recording); 4 parts of 8 MiB keep an upload's buffers near 32 MiB."""
 
 
 class StorageError(SettingError):
@@ -148,15 +150,12 @@ class Store:
             return
         with self.errors(key):
             try:
-                self.fs.put_file(str(source), self.path(key), mode="create", chunksize=PART_BYTES)
-            except FileExistsError:
-                if self.fs.size(self.path(key)) != source.stat().st_size:
-                    self.fs.put_file(str(source), self.path(key), chunksize=PART_BYTES)
+                self._upload(source, key, mode="create")
             except OSError as exc:
-                if "pre-condition" not in str(exc).lower():
+                if _s3_code(exc) != "PreconditionFailed" and "pre-condition" not in str(exc).lower():
                     raise
                 if self.fs.size(self.path(key)) != source.stat().st_size:
-                    self.fs.put_file(str(source), self.path(key), chunksize=PART_BYTES)
+                    self._upload(source, key)
         source.unlink(missing_ok=True)
 
     def put_aside(self, source: Path, key: str) -> None:
@@ -168,8 +167,12 @@ class Store:
             fsync_path(target.parent)
             return
         with self.errors(key):
-            self.fs.put_file(str(source), self.path(key), chunksize=PART_BYTES)
+            self._upload(source, key)
         source.unlink(missing_ok=True)
+
+    def _upload(self, source: Path, key: str, mode: str = "overwrite") -> None:
+        """One PUT, or a multipart upload (aborted on error) that S3 shows only once complete."""
+        self.fs.put_file(str(source), self.path(key), mode=mode, chunksize=PART_BYTES, max_concurrency=PARTS_IN_FLIGHT)
 
     def delete(self, key: str) -> None:
         if not self.is_s3:

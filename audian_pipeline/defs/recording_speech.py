@@ -7,7 +7,6 @@ from audian_pipeline.defs.checks import lake_freshness, unique_key_check, unique
 from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import LakeResource
-from audian_pipeline.lake.paths import table_dir
 from audian_pipeline.lake.tables import RECORDING_AUDIO
 from audian_pipeline.sync.recording_speech import TABLE, SpeechDay, analyse_day
 
@@ -41,7 +40,7 @@ DECODES = "archived_audio_decodes"
 def recording_speech(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     days: list[SpeechDay] = []
     for day in partition_days(context):
-        result = analyse_day(lake.path, day)
+        result = analyse_day(lake.path, day, lake=lake.lake_store())
         context.log.info("recording_speech %s: %s; %d analysed, %.0f s of audio at %.0fx real time",
                          day, result.outcomes, result.analysed, result.audio_seconds, result.times_real_time)
         days.append(result)
@@ -49,7 +48,7 @@ def recording_speech(context: dg.AssetExecutionContext, lake: LakeResource) -> d
     return dg.MaterializeResult(
         metadata=_run_metadata(days, lake),
         check_results=[
-            unique_key_check(lake.path, TABLE, [d.day for d in days], UNIQUE_RECORDING_IDS),
+            unique_key_check(lake.lake_store(), TABLE, [d.day for d in days], UNIQUE_RECORDING_IDS),
             _decodes_check(days),
         ],
     )
@@ -76,7 +75,7 @@ def _run_metadata(days: list[SpeechDay], lake: LakeResource) -> dict:
         audio_seconds_analysed=dg.MetadataValue.float(round(audio, 1)),
         times_real_time=dg.MetadataValue.float(round(audio / cpu, 1) if cpu else 0.0),
         detector=f"{DEFAULT_DETECTOR.name} ({DEFAULT_DETECTOR.settings})",
-        path=dg.MetadataValue.path(str(table_dir(lake.path, TABLE.name))),
+        path=dg.MetadataValue.path(lake.lake_store().url_of(TABLE.name)),
     )
 
 

@@ -23,6 +23,7 @@ import fsspec
 from audian_pipeline.audio.speech import DEFAULT_DETECTOR, Analysis, Detector, Undecodable, analyse
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDING_SPEECH
+from audian_pipeline.storage import Store, lake_at
 
 TABLE = RECORDING_SPEECH
 
@@ -60,10 +61,12 @@ def open_archived(manifest_row: dict, data_dir: Path) -> BinaryIO:
 
 
 def analyse_day(data_dir: Path, day: date, detector: Detector = DEFAULT_DETECTOR,
-                now: datetime | None = None) -> SpeechDay:
+                now: datetime | None = None, *, lake: Store | None = None) -> SpeechDay:
+    """`lake` is AUDIAN_LAKE_URL's Store (default: data_dir's lake/)."""
     now = now or datetime.now(timezone.utc)
-    verified = [r for r in read_rows(data_dir, RECORDING_AUDIO, day) if r["outcome"] == "verified"]
-    rows = {row["recording_id"]: row for row in read_rows(data_dir, TABLE, day)}
+    store = lake_at(lake or data_dir)
+    verified = [r for r in read_rows(store, RECORDING_AUDIO, day) if r["outcome"] == "verified"]
+    rows = {row["recording_id"]: row for row in read_rows(store, TABLE, day)}
     analysed, audio_seconds, started = 0, 0.0, time.process_time()
     for manifest_row in verified:
         kept = rows.get(manifest_row["recording_id"])
@@ -74,7 +77,7 @@ def analyse_day(data_dir: Path, day: date, detector: Detector = DEFAULT_DETECTOR
         audio_seconds += row.get("duration_seconds") or 0.0
     elapsed = time.process_time() - started
     ordered = sorted(rows.values(), key=lambda r: (r["created_at"], r["recording_id"]), reverse=True)
-    path, _ = write_partition(data_dir, TABLE, day, to_table(TABLE, ordered))
+    path, _ = write_partition(store, TABLE, day, to_table(TABLE, ordered))
     return SpeechDay(
         day=day, path=str(path), rows=len(ordered), analysed=analysed, audio_seconds=audio_seconds,
         seconds_analysing=elapsed, outcomes=dict(Counter(r["outcome"] for r in ordered)),
