@@ -10,6 +10,13 @@ staging folder, which the next run removes whatever day it archives.
 A local archive stages in its own `audio/.downloads/` (publishing is then a rename on the same
 file system); an S3 archive stages in AUDIAN_DATA_DIR's `spool/` and publishes with a
 conditional create (see `storage.Store.publish_file`), so no staging object is ever made on S3.
+
+With a keyset (AUDIAN_ARCHIVE_KEYSET, see `crypto.py`) every stored object, verified or put aside,
+is the Tink ciphertext of the file, under its key plus `.tink`. Verification is always of the
+plaintext: size and sha256 measured while it streamed, the probe on the staged file; encryption
+comes after the verdict, into a second staged file that is what gets published. The manifest
+records the plaintext sha256, the stored (ciphertext) size and the key id, which is null for a
+plaintext object.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from audian_pipeline.audio.audit import AuditLog
+from audian_pipeline.audio.crypto import ENCRYPTED_SUFFIX, ArchiveCipher
 from audian_pipeline.audio.verify import Expected, Verification, verify
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.errors import AudianError, NotFound
@@ -36,10 +44,10 @@ class Archiver:
     """Archives recordings one at a time, from many threads: `client` and the audit log are shared."""
 
     def __init__(self, client: AudianClient, data_dir: Path, audit: AuditLog, now: datetime | None = None, *,
-                 lake: Store | None = None, archive: Store | None = None) -> None:
+                 lake: Store | None = None, archive: Store | None = None, cipher: ArchiveCipher | None = None) -> None:
         """`lake` and `archive` default to their places under `data_dir`, which also holds the
-        S3 archive's local spool."""
-        self.client, self.data_dir, self.audit = client, data_dir, audit
+        S3 archive's local spool; `cipher` (AUDIAN_ARCHIVE_KEYSET's) encrypts what is stored."""
+        self.client, self.data_dir, self.audit, self.cipher = client, data_dir, audit, cipher
         self.lake, self.archive = lake_at(lake or data_dir), archive_at(archive or data_dir)
         self.staging = download_spool_dir(data_dir) if self.archive.is_s3 else self.archive.local("audio/.downloads")
         self.now = now or datetime.now(timezone.utc)
@@ -65,34 +73,39 @@ class Archiver:
     def archive_one(self, rec: dict, previous: dict | None, checksum: str | None) -> dict:
         row = _base_row(rec, previous, checksum)
         if previous and self._is_final(previous):
-            if previous["outcome"] == "verified":  # a manifest from before full URLs held a relative path
-                return {**previous, "path": self.archive.url_of(self._final_key(previous))}
+            if previous["outcome"] == "verified" and previous.get("disposed_at") is None:
+                # a manifest from before full URLs held a relative path
+                return {**previous, "path": self.archive.url_of(stored_key(previous))}
             return previous
         if rec.get("deleted_at") is not None:
             return self._finish(row, Verification("gone", "Audian no longer lists it"), None, count=False)
         if rec["status"] != "completed":
             return self._finish(row, Verification("not_completed", f"status is {rec['status']}"), None, count=False)
         try:
-            final = archive_key(rec["created_at"].date(), rec["recording_id"], rec["file_format"])
+            final = archive_key(rec["created_at"].date(), rec["recording_id"], rec["file_format"]) + self._suffix
         except UnsafeIdentifier as exc:
             return self._finish(row, Verification("unsafe_id", str(exc)), None, count=False)
-        pending = self._pending_key(rec)
-        if previous and previous["outcome"] == "no_checksum_yet" and self.archive.exists(pending):
-            if not checksum:
-                return previous  # still waiting: the kept file is judged once the checksum comes
-            return self._reverify(row, rec, pending, final)
+        if previous and previous["outcome"] == "no_checksum_yet":
+            pending = self._pending_key(rec, encrypted=previous.get("key_id") is not None)
+            readable = previous.get("key_id") is None or self.cipher is not None
+            if readable and self.archive.exists(pending):
+                if not checksum:
+                    return previous  # still waiting: the kept file is judged once the checksum comes
+                return self._reverify(row, rec, previous, pending, final)
         return self._download(row, rec, final)
+
+    @property
+    def _suffix(self) -> str:
+        return ENCRYPTED_SUFFIX if self.cipher is not None else ""
 
     def _is_final(self, previous: dict) -> bool:
         """Verified (and still in this archive: an object someone removed, or one kept in an
-        archive AUDIAN_ARCHIVE_URL no longer names, is fetched again), gone or unsafe."""
+        archive AUDIAN_ARCHIVE_URL no longer names, is fetched again), disposed of, gone or unsafe."""
+        if previous.get("disposed_at") is not None:
+            return True
         if previous["outcome"] == "verified":
-            return bool(previous["path"]) and self.archive.exists(self._final_key(previous))
+            return bool(previous["path"]) and self.archive.exists(stored_key(previous))
         return previous["outcome"] in ("gone", "unsafe_id")
-
-    @staticmethod
-    def _final_key(row: dict) -> str:
-        return archive_key(row["created_at"].date(), row["recording_id"], row["declared_format"])
 
     def _download(self, row: dict, rec: dict, final: str) -> dict:
         temp = temp_path_for(self.staging / Path(final).name)
@@ -117,49 +130,74 @@ class Archiver:
         with self._lock:
             self._downloaded.append(result.bytes_written)
         verdict = verify(temp, result.bytes_written, row["sha256"], _expected(rec, row["expected_sha256"]))
-        self._place(temp, final, rec, verdict)
+        self._place(temp, final, rec, verdict, row)
         return self._finish(row, verdict, final)
 
-    def _reverify(self, row: dict, rec: dict, pending: str, final: str) -> dict:
+    def _reverify(self, row: dict, rec: dict, previous: dict, pending: str, final: str) -> dict:
         """A file kept aside for want of a checksum: the checksum has come, judge it again.
 
-        On S3 the kept object is fetched to the spool and judged there; if it is verified now,
-        it is published from the spool and the kept object deleted, else it stays as it was."""
-        source = self._local_copy(pending)
+        A kept object that is on S3 or encrypted is fetched (and decrypted) to the spool and
+        judged there; if it is verified now, it is published from the spool and the kept object
+        deleted, else it stays as it was. A local plaintext one is judged where it lies."""
+        copied = self.archive.is_s3 or previous.get("key_id") is not None
+        source = self._local_copy(pending, rec["recording_id"], previous) if copied else self.archive.local(pending)
         try:
             row["sha256"] = _sha256_of(source)
             row["bytes"] = source.stat().st_size
             verdict = verify(source, row["bytes"], row["sha256"], _expected(rec, row["expected_sha256"]))
-            if verdict.verified or not self.archive.is_s3:
-                self._place(source, final, rec, verdict)
-            if verdict.verified and self.archive.is_s3:
+            if verdict.verified or not copied:
+                self._place(source, final, rec, verdict, row)
+            else:
+                row["key_id"], row["stored_bytes"] = previous.get("key_id"), previous.get("stored_bytes")
+            if verdict.verified and copied:
                 self.archive.delete(pending)
         finally:
-            if self.archive.is_s3:
+            if copied:
                 source.unlink(missing_ok=True)
         return self._finish(row, verdict, final, action="reverify")
 
-    def _local_copy(self, key: str) -> Path:
-        if not self.archive.is_s3:
-            return self.archive.local(key)
+    def _local_copy(self, key: str, recording_id: str, previous: dict) -> Path:
+        """The kept object as a local plaintext spool file (decrypted when it was stored encrypted)."""
         spool = temp_path_for(self.staging / Path(key).name)
         spool.parent.mkdir(parents=True, exist_ok=True)
-        self.archive.download(key, spool)
+        if previous.get("key_id") is None:
+            self.archive.download(key, spool)
+            return spool
+        assert self.cipher is not None, "an encrypted kept object is re-judged only with a keyset"
+        try:
+            with self.archive.fs.open(self.archive.path(key), "rb") as sealed, open(spool, "wb") as sink:
+                self.cipher.decrypt(sealed, sink, recording_id)
+        except BaseException:
+            spool.unlink(missing_ok=True)
+            raise
         return spool
 
-    def _place(self, source: Path, final: str, rec: dict, verdict: Verification) -> None:
-        """Publish a verified file, or put it aside; a failing store leaves no spool file behind."""
+    def _place(self, source: Path, final: str, rec: dict, verdict: Verification, row: dict) -> None:
+        """Publish a verified file, or put it aside, encrypted first when there is a keyset; a
+        failing store leaves no spool file behind, and no plaintext is left once encrypted."""
+        stored, sealed = source, None
         try:
-            if verdict.verified:
-                self.archive.publish_file(source, final)
+            if self.cipher is not None:
+                sealed = temp_path_for(self.staging / (Path(final).name))
+                row["stored_bytes"] = self.cipher.encrypt_file(source, sealed, rec["recording_id"])
+                row["key_id"], stored = self.cipher.key_id, sealed
+                source.unlink()
             else:
-                self.archive.put_aside(source, self._pending_key(rec))
+                row["stored_bytes"], row["key_id"] = source.stat().st_size, None
+            if verdict.verified:
+                self.archive.publish_file(stored, final)
+            else:
+                self.archive.put_aside(stored, self._pending_key(rec, encrypted=self.cipher is not None))
         finally:
-            if self.archive.is_s3:
+            if self.archive.is_s3 or sealed is not None:
                 source.unlink(missing_ok=True)
+            if sealed is not None:
+                sealed.unlink(missing_ok=True)
 
-    def _pending_key(self, rec: dict) -> str:
-        return quarantine_key(rec["created_at"].date(), rec["recording_id"], rec["file_format"])
+    @staticmethod
+    def _pending_key(rec: dict, *, encrypted: bool) -> str:
+        suffix = ENCRYPTED_SUFFIX if encrypted else ""
+        return quarantine_key(rec["created_at"].date(), rec["recording_id"], rec["file_format"]) + suffix
 
     def _finish(self, row: dict, verdict: Verification, final: str | None, *, count: bool = True,
                 action: str = "download") -> dict:
@@ -187,7 +225,14 @@ def _base_row(rec: dict, previous: dict | None, checksum: str | None) -> dict:
         "attempts": (previous or {}).get("attempts", 0),
         "first_attempt_at": (previous or {}).get("first_attempt_at"),
         "last_attempt_at": (previous or {}).get("last_attempt_at"), "verified_at": None,
+        "stored_bytes": None, "key_id": None, "disposed_at": None,
     }
+
+
+def stored_key(row: dict) -> str:
+    """The archive key of a manifest row's object: `.tink` when it was stored encrypted."""
+    suffix = ENCRYPTED_SUFFIX if row.get("key_id") is not None else ""
+    return archive_key(row["created_at"].date(), row["recording_id"], row["declared_format"]) + suffix
 
 
 def _expected(rec: dict, sha256: str | None) -> Expected:

@@ -20,6 +20,7 @@ from audian_pipeline.sync.recording_audio import ArchiveDay, archive_day
 AT_RISK = "no_unverified_recording_near_expiry"
 UNSAFE_IDS = "no_unsafe_recording_ids"
 DOWNLOADS = "downloads_succeed"
+ENCRYPTED = "archive_encrypted_at_rest"
 
 
 @dg.asset(
@@ -52,6 +53,10 @@ DOWNLOADS = "downloads_succeed"
             description="Fails when every completed recording of a day failed to download (storage host "
                         "down, URLs refused): the run itself succeeds, so this is where it shows.",
         ),
+        dg.AssetCheckSpec(
+            ENCRYPTED, asset=RECORDING_AUDIO.name,
+            description="Warns when AUDIAN_ARCHIVE_KEYSET is unset: recordings are then archived in plaintext.",
+        ),
     ],
 )
 @retried_only_if_transient
@@ -61,8 +66,9 @@ def recording_audio(
     lake.claim_account(audian)
     client = audian.get_client()
     before = Counter(client.stats)
+    cipher = lake.archive_cipher()
     archiver = Archiver(client, lake.path, AuditLog(lake.path, run_id=context.run.run_id),
-                        lake=lake.lake_store(), archive=lake.archive_store())
+                        lake=lake.lake_store(), archive=lake.archive_store(), cipher=cipher)
     days: list[ArchiveDay] = []
     for day in partition_days(context):
         day_before = Counter(client.stats)
@@ -84,6 +90,7 @@ def recording_audio(
             ),
             _unsafe_ids_check(days),
             _downloads_check(days),
+            _encryption_check(cipher is not None),
         ],
     )
 
@@ -119,6 +126,18 @@ def _downloads_check(days: list[ArchiveDay]) -> dg.AssetCheckResult:
             f"every completed recording failed to download on {len(failed_days)} day(s): "
             f"{', '.join(sorted(failed_days))}; see the manifest's reason column" if failed_days else None
         ),
+    )
+
+
+def _encryption_check(encrypted: bool) -> dg.AssetCheckResult:
+    """A WARN, not an error: a plaintext archive is a choice a deployment may make, never a
+    silent one. Names the setting, never the keyset's content."""
+    return dg.AssetCheckResult(
+        check_name=ENCRYPTED, passed=encrypted, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"encrypted": encrypted},
+        description=None if encrypted else (
+            "AUDIAN_ARCHIVE_KEYSET is not set: recordings are archived in plaintext. Create a keyset with "
+            "`audian-pipeline keyset create PATH` and set AUDIAN_ARCHIVE_KEYSET=PATH to encrypt new ones."),
     )
 
 

@@ -17,6 +17,7 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
+from audian_pipeline.audio.crypto import KEYSET_SETTING, ArchiveCipher, cipher_from_env
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.client.limits import DEFAULT_MAX_CONCURRENCY, RedisRequestLimiter, RequestLimiter
 from audian_pipeline.defs.partitions import check_partitions_start
@@ -135,6 +136,9 @@ class LakeResource(dg.ConfigurableResource):
     events_db: str | None = None
     """The webhook events store, AUDIAN_EVENTS_DB: a path (SQLite) or a postgresql:// URL;
     default <data dir>/events/events.sqlite3. The assets and the sensor read it from here."""
+    archive_keyset: str | None = None
+    """AUDIAN_ARCHIVE_KEYSET: path of the Tink keyset that encrypts the archive (a secret: only
+    the path is ever shown); unset, the archive is plaintext and recording_audio warns so."""
 
     @property
     def path(self) -> Path:
@@ -148,12 +152,17 @@ class LakeResource(dg.ConfigurableResource):
         """AUDIAN_ARCHIVE_URL: a directory or s3://bucket/prefix; default the data dir (audio/, quarantine/)."""
         return Store(self.archive_url or env_value(ARCHIVE_SETTING, str(self.path)), ARCHIVE_SETTING)
 
+    def archive_cipher(self) -> ArchiveCipher | None:
+        return cipher_from_env(self.archive_keyset if self.archive_keyset is not None
+                               else env_value(KEYSET_SETTING, ""))
+
     def events_location(self) -> str:
         return check_events_db(self.events_db or env_value("AUDIAN_EVENTS_DB", str(events_db(self.path))))
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_partitions_start()
         self.events_location()
+        self.archive_cipher()
         path = self.path
         try:
             path.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,9 @@ RECORDING_AUDIO = pa.schema(
         pa.field("first_attempt_at", UTC),
         pa.field("last_attempt_at", UTC),
         pa.field("verified_at", UTC),
+        pa.field("stored_bytes", pa.int64()),  # size of the stored object: the ciphertext's when encrypted
+        pa.field("key_id", pa.int64()),  # Tink key the object is encrypted under; null: stored in plaintext
+        pa.field("disposed_at", UTC),  # set when retention disposed of the archived object; the row stays
     ]
 )
 

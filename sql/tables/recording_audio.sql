@@ -1,5 +1,6 @@
 -- recording_audio: the archive manifest, one row per recording: did we download, verify and archive its audio?
--- outcome = 'verified' means the file under audio/YYYY/MM/DD/ matched Audian's size and checksum and probed as audio.
+-- outcome = 'verified' means the file under audio/YYYY/MM/DD/ matched Audian's size and checksum and probed as audio;
+-- sha256 and bytes are always the plaintext's, also when the stored object is encrypted (key_id set).
 CREATE TABLE recording_audio (
     recording_id       VARCHAR     NOT NULL,
     created_at         TIMESTAMPTZ NOT NULL,
@@ -19,6 +20,9 @@ CREATE TABLE recording_audio (
     first_attempt_at   TIMESTAMPTZ,
     last_attempt_at    TIMESTAMPTZ,
     verified_at        TIMESTAMPTZ,
+    stored_bytes       BIGINT,               -- size of the stored object (the ciphertext when encrypted)
+    key_id             BIGINT,               -- Tink key id of an encrypted object; NULL: stored in plaintext
+    disposed_at        TIMESTAMPTZ,          -- when retention disposed of the archived object (the row stays)
     partition_date     DATE        NOT NULL
 );
 COMMENT ON TABLE recording_audio IS 'Archive manifest: one row per recording; outcome = ''verified'' when the archived file checked out.';
