@@ -117,11 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     report_form.add_argument("--html", metavar="FILE",
                              help="write a self-contained page with the chart, the summary and every row")
 
+    _archive_commands(commands)
+
     sql = commands.add_parser(
         "sql", help="a read-only SQL prompt on the warehouse (statements separated by ';' when piped in)")
     sql.add_argument("-c", dest="statements", metavar="SQL", help="run these statements and exit")
     sql.add_argument("--csv", action="store_true", help="print every row as CSV, not a table of the first rows")
     return parser
+
+
+def _archive_commands(commands: argparse._SubParsersAction) -> None:
+    """The archive's keyset and restores (README "Production settings and commands")."""
+    keyset = commands.add_parser("keyset", help="create or rotate the archive's Tink keyset (AUDIAN_ARCHIVE_KEYSET)")
+    actions = keyset.add_subparsers(dest="keyset_command", required=True, parser_class=_Parser)
+    create = actions.add_parser("create", help="write a new keyset, mode 0600; an existing file is never overwritten")
+    create.add_argument("path", help="where to write the keyset (JSON); then set AUDIAN_ARCHIVE_KEYSET to it")
+    rotate = actions.add_parser("rotate", help="add a new primary key; objects under the older keys still decrypt")
+    rotate.add_argument("path", help="the keyset file to rotate in place")
+
+    restore = commands.add_parser(
+        "restore", help="write an archived recording, decrypted and checked against its sha256, whole or not at all")
+    restore.add_argument("recording_id", help="the recording's id, e.g. rec_...")
+    restore.add_argument("--out", required=True, metavar="FILE", help="where to write the audio")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +228,41 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
     html_path = Path(args.html) if args.html else None
     return print_report(settings, args.name, full=args.full, csv=args.csv, html_path=html_path)
+
+
+def _cmd_keyset(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from audian_pipeline.audio.crypto import create_keyset, rotate_keyset
+
+    path = Path(args.path)
+    if args.keyset_command == "create":
+        key_id = create_keyset(path)
+        print(f"keyset written to {path} (mode 0600, key id {key_id}); set AUDIAN_ARCHIVE_KEYSET={path} "
+              "and keep the file as safe as the API key: without it the archive cannot be read")
+    else:
+        key_id = rotate_keyset(path)
+        print(f"keyset {path}: new primary key {key_id}; objects encrypted under the older keys still decrypt")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from audian_pipeline.audio.audit import AuditLog
+    from audian_pipeline.audio.retrieve import RestoreError, restore
+    from audian_pipeline.defs.resources import LakeResource
+
+    lake = LakeResource()
+    try:
+        result = restore(args.recording_id, Path(args.out), lake=lake.lake_store(), cipher=lake.archive_cipher(),
+                         audit=AuditLog(settings.data_dir, run_id="restore"))
+    except RestoreError as exc:
+        print(f"audian-pipeline: restore failed, nothing written to {args.out}: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {args.recording_id} to {args.out}: {result.bytes:,} bytes, sha256 {result.sha256} "
+          "matches the manifest")
+    return 0
 
 
 def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
