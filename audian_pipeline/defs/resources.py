@@ -136,6 +136,9 @@ class LakeResource(dg.ConfigurableResource):
     events_db: str | None = None
     """The webhook events store, AUDIAN_EVENTS_DB: a path (SQLite) or a postgresql:// URL;
     default <data dir>/events/events.sqlite3. The assets and the sensor read it from here."""
+    delete_at_audian: bool | None = None
+    """AUDIAN_DELETE_AT_AUDIAN (0 or 1, default 0): delete each recording at Audian once its
+    archived copy is read back and re-verified (the `audian_deletions` asset)."""
     archive_keyset: str | None = None
     """AUDIAN_ARCHIVE_KEYSET: path of the Tink keyset that encrypts the archive (a secret: only
     the path is ever shown); unset, the archive is plaintext and recording_audio warns so."""
@@ -156,6 +159,15 @@ class LakeResource(dg.ConfigurableResource):
         return cipher_from_env(self.archive_keyset if self.archive_keyset is not None
                                else env_value(KEYSET_SETTING, ""))
 
+    def deletes_at_audian(self) -> bool:
+        if self.delete_at_audian is not None:
+            return self.delete_at_audian
+        raw = env_value("AUDIAN_DELETE_AT_AUDIAN", "0").strip()
+        if raw not in ("0", "1"):
+            raise SettingError(f"AUDIAN_DELETE_AT_AUDIAN must be 1 (delete each recording at Audian once its archived "
+                               f"copy is re-verified) or 0 (keep them; the default), got {raw!r}.")
+        return raw == "1"
+
     def events_location(self) -> str:
         return check_events_db(self.events_db or env_value("AUDIAN_EVENTS_DB", str(events_db(self.path))))
 
@@ -163,6 +175,7 @@ class LakeResource(dg.ConfigurableResource):
         check_partitions_start()
         self.events_location()
         self.archive_cipher()
+        self.deletes_at_audian()
         path = self.path
         try:
             path.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,21 @@ RECORDING_SPEECH = pa.schema(
               "outcome undecodable: the archived file is not audio the detector takes (reason says why)."},
 )
 
+AUDIAN_DELETIONS = pa.schema(
+    [
+        pa.field("recording_id", pa.string(), nullable=False),
+        pa.field("created_at", UTC, nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),  # deleted | already_deleted (404 on DELETE)
+        pa.field("bytes", pa.int64(), nullable=False),  # the recording's size: what Audian's quota got back
+        pa.field("sha256", pa.string(), nullable=False),  # plaintext sha256 read back from the archive
+        pa.field("reverified_at", UTC, nullable=False),  # the read-back, in the same run as the DELETE
+        pa.field("deleted_at", UTC, nullable=False),  # Audian's answer, or when its 404 was seen
+        pa.field("run_id", pa.string()),
+    ],
+    metadata={"description": "One row per recording this pipeline deleted at Audian (AUDIAN_DELETE_AT_AUDIAN=1), "
+              "each only after its archived copy was read back and matched the webhook's sha256 in the same run."},
+)
+
 AUDIT = pa.schema(
     [
         pa.field("at", UTC, nullable=False),

@@ -29,10 +29,12 @@ RECORDING_AUDIO = Table("recording_audio", schemas.RECORDING_AUDIO, key="recordi
                         day_of="the recording's created_at")
 RECORDING_SPEECH = Table("recording_speech", schemas.RECORDING_SPEECH, key="recording_id",
                          day_of="the recording's created_at")
+AUDIAN_DELETIONS = Table("audian_deletions", schemas.AUDIAN_DELETIONS, key="recording_id",
+                         day_of="the recording's created_at")
 RECORDING_EVENTS = Table("recording_events", schemas.RECORDING_EVENTS, key="webhook_id",
                          day_of="the event's occurred_at (when it happened, not the recording's day)")
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (RECORDINGS, CALLS, RECORDING_AUDIO, RECORDING_SPEECH, RECORDING_EVENTS)
+    t.name: t for t in (RECORDINGS, CALLS, RECORDING_AUDIO, RECORDING_SPEECH, AUDIAN_DELETIONS, RECORDING_EVENTS)
 }
 """Every lake table by name, in load order."""

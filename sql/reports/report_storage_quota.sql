@@ -18,6 +18,9 @@
 -- one. A failed recording never gets a file: it holds 0 bytes whatever its file_size says.
 -- "Now" is pipeline_settings.as_of (when the warehouse was loaded), not now(), so the report is reproducible.
 -- bytes_held counts the recordings the lake knows: days before the lake began are missing from it.
+-- bytes_freed_at_audian: bytes of the recordings this pipeline deleted at Audian that day (AUDIAN_DELETE_AT_AUDIAN=1,
+-- table audian_deletions), each after its archived copy was re-verified; they count in bytes_removed once the
+-- recordings table has seen them go.
 CREATE OR REPLACE VIEW report_storage_quota AS
 WITH settings AS (
     SELECT as_of, storage_quota_bytes AS quota_bytes,
@@ -60,6 +63,12 @@ added AS (
     LEFT JOIN sized AS r ON r.created_at >= d.day_start AND r.created_at < d.day_end
     GROUP BY d.day
 ),
+freed AS (
+    SELECT d.day, coalesce(sum(x.bytes), 0)::BIGINT AS bytes_freed_at_audian
+    FROM days AS d
+    LEFT JOIN audian_deletions AS x ON x.deleted_at >= d.day_start AND x.deleted_at < d.day_end
+    GROUP BY d.day
+),
 per_day AS (
     SELECT
         d.day,
@@ -68,6 +77,7 @@ per_day AS (
         e.recordings_size_unknown,
         e.bytes_held,
         a.bytes_added,
+        f.bytes_freed_at_audian,
         st.bytes_held + a.bytes_added - e.bytes_held AS bytes_removed,
         e.bytes_held - st.bytes_held                AS net_growth_bytes,
         s.quota_bytes,
@@ -79,6 +89,7 @@ per_day AS (
     JOIN held AS st ON st.day = d.day AND st.kind = 'start'
     JOIN held AS w  ON w.day = d.day  AND w.kind = 'week_before'
     JOIN added AS a ON a.day = d.day
+    JOIN freed AS f ON f.day = d.day
 ),
 rated AS (
     SELECT *, CASE WHEN history_days >= 7 THEN week_rate END AS rate FROM per_day
@@ -106,6 +117,7 @@ SELECT
     bytes_held,
     bytes_added,
     bytes_removed,
+    bytes_freed_at_audian,
     net_growth_bytes,
     quota_bytes,
     round(100.0 * bytes_held / quota_bytes, 2)                                 AS pct_of_quota,

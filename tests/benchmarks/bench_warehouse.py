@@ -109,6 +109,14 @@ def synthetic_day(day: date, per_day: int, rng: np.random.Generator, now: dateti
     return {"recordings": recordings, "calls": calls, "recording_audio": audio, "recording_events": events}
 
 
+def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Columns the synthetic day does not model (added to the lake later) are null, as in old partitions."""
+    for field in schema:
+        if field.name not in data.column_names:
+            data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
+    return data.select(schema.names).cast(schema)
+
+
 def write_synthetic_lake(data_dir: Path, days: list[date], per_day: int, seed: int = 1,
                          now: datetime | None = None) -> dict[str, int]:
     """Write the days' partitions of all four tables; returns rows written per table."""
@@ -117,7 +125,7 @@ def write_synthetic_lake(data_dir: Path, days: list[date], per_day: int, seed: i
     totals = dict.fromkeys(TABLES, 0)
     for day in days:
         for table, data in synthetic_day(day, per_day, rng, now).items():
-            write_partition(data_dir, TABLES[table], day, data.cast(TABLES[table].schema))
+            write_partition(data_dir, TABLES[table], day, _conform(data, TABLES[table].schema))
             totals[table] += data.num_rows
     return totals
 
