@@ -213,3 +213,23 @@ def test_after_rotation_old_and_new_objects_restore(fresh_emulator, data_dir, tm
         out = tmp_path / "out" / rid
         assert restore_cli(rid, out, capsys)[0] == 0
         assert hashlib.sha256(out.read_bytes()).hexdigest() == row["expected_sha256"]
+
+
+def test_speech_analysis_reads_an_encrypted_archive(fresh_emulator, data_dir, tmp_path):
+    from audian_pipeline.defs.recording_speech import recording_speech
+    from audian_pipeline.lake.tables import RECORDING_SPEECH
+
+    keyset = tmp_path / "archive.json"
+    assert main(["keyset", "create", str(keyset)]) == 0
+    with account_with_webhooks(fresh_emulator, data_dir, seed=55, days=2, per_day=6) as emu:
+        day = emu.account.now().date() - timedelta(days=1)
+        lake = LakeResource(data_dir=str(data_dir), archive_keyset=str(keyset))
+        assert dg.materialize([recordings, recording_audio, recording_speech], partition_key=day.isoformat(),
+                              resources={"audian": AudianResource(api_url=emu.api_url, api_key=DEMO_API_KEY),
+                                         "lake": lake}).success
+    verified = verified_rows(data_dir, day)
+    speech = {r["recording_id"]: r for r in read_rows(data_dir, RECORDING_SPEECH, day)}
+    assert verified and set(speech) == set(verified)
+    assert {r["outcome"] for r in speech.values()} == {"analysed"}
+    assert all(speech[rid]["sha256"] == row["sha256"] for rid, row in verified.items())
+    assert not list((data_dir / "spool").glob("*"))  # the decrypted spool files are gone

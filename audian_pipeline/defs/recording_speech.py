@@ -40,7 +40,7 @@ DECODES = "archived_audio_decodes"
 def recording_speech(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     days: list[SpeechDay] = []
     for day in partition_days(context):
-        result = analyse_day(lake.path, day, lake=lake.lake_store())
+        result = analyse_day(lake.path, day, lake=lake.lake_store(), cipher=lake.archive_cipher())
         context.log.info("recording_speech %s: %s; %d analysed, %.0f s of audio at %.0fx real time",
                          day, result.outcomes, result.analysed, result.audio_seconds, result.times_real_time)
         days.append(result)

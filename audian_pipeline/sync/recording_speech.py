@@ -11,6 +11,7 @@ the same bytes again gives the same answer); a file the archive could not hand o
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -18,12 +19,13 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-import fsspec
-
+from audian_pipeline.audio.crypto import ArchiveCipher
+from audian_pipeline.audio.retrieve import RestoreError, read_plaintext
 from audian_pipeline.audio.speech import DEFAULT_DETECTOR, Analysis, Detector, Undecodable, analyse
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
+from audian_pipeline.lake.paths import download_spool_dir
 from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDING_SPEECH
-from audian_pipeline.storage import Store, lake_at
+from audian_pipeline.storage import ARCHIVE_SETTING, Store, lake_at
 
 TABLE = RECORDING_SPEECH
 
@@ -47,22 +49,40 @@ class SpeechDay:
         return self.audio_seconds / self.seconds_analysing if self.seconds_analysing else 0.0
 
 
-def open_archived(manifest_row: dict, data_dir: Path) -> BinaryIO:
-    """The archived file of a verified manifest row, open for reading.
+def open_archived(manifest_row: dict, data_dir: Path, cipher: ArchiveCipher | None = None) -> BinaryIO:
+    """The archived file of a verified manifest row, open for reading (and seeking: the decoder seeks).
 
-    The one place that knows how the archive is read, so that the storage layer (local or
-    s3:// archives) and, later, decryption of an encrypted archive slot in here alone. The
-    manifest's `path` is relative to the data directory in manifests written before full
-    locations, a full path or URL after."""
+    The one place that knows how the archive is read: through the storage layer (a local or
+    s3:// archive), and, for an object stored encrypted (the row has a key id), decrypted with
+    AUDIAN_ARCHIVE_KEYSET's cipher into an anonymous local spool file whose plaintext is checked
+    against the manifest's sha256 first. The manifest's `path` is relative to the data directory
+    in manifests written before full locations, a full path or URL after. Failures are OSError
+    (the row is then `unreadable` and tried again next run)."""
     location = manifest_row["path"]
-    if "://" in location:
-        return fsspec.open(location, "rb").open()
-    return open(data_dir / location, "rb")
+    row = {**manifest_row, "path": location if "://" in location else str(data_dir / location)}
+    if row.get("key_id") is None:
+        store = Store(row["path"], ARCHIVE_SETTING)
+        return store.fs.open(store.path(""), "rb")
+    spool = download_spool_dir(data_dir)
+    spool.mkdir(parents=True, exist_ok=True)
+    plain = tempfile.TemporaryFile(dir=spool)
+    try:
+        found = read_plaintext(row, plain, cipher)
+    except RestoreError as exc:
+        plain.close()
+        raise OSError(str(exc)) from None
+    if found.sha256 != row["sha256"]:
+        plain.close()
+        raise OSError(f"the decrypted copy's sha256 {found.sha256[:12]}… is not the manifest's {row['sha256'][:12]}…")
+    plain.seek(0)
+    return plain
 
 
 def analyse_day(data_dir: Path, day: date, detector: Detector = DEFAULT_DETECTOR,
-                now: datetime | None = None, *, lake: Store | None = None) -> SpeechDay:
-    """`lake` is AUDIAN_LAKE_URL's Store (default: data_dir's lake/)."""
+                now: datetime | None = None, *, lake: Store | None = None,
+                cipher: ArchiveCipher | None = None) -> SpeechDay:
+    """`lake` is AUDIAN_LAKE_URL's Store (default: data_dir's lake/); `cipher` decrypts an
+    encrypted archive (AUDIAN_ARCHIVE_KEYSET)."""
     now = now or datetime.now(timezone.utc)
     store = lake_at(lake or data_dir)
     verified = [r for r in read_rows(store, RECORDING_AUDIO, day) if r["outcome"] == "verified"]
@@ -72,7 +92,7 @@ def analyse_day(data_dir: Path, day: date, detector: Detector = DEFAULT_DETECTOR
         kept = rows.get(manifest_row["recording_id"])
         if kept is not None and _still_current(kept, manifest_row, detector):
             continue
-        rows[manifest_row["recording_id"]] = row = _analyse_one(manifest_row, data_dir, detector, now)
+        rows[manifest_row["recording_id"]] = row = _analyse_one(manifest_row, data_dir, detector, now, cipher)
         analysed += 1
         audio_seconds += row.get("duration_seconds") or 0.0
     elapsed = time.process_time() - started
@@ -90,14 +110,15 @@ def _still_current(row: dict, manifest_row: dict, detector: Detector) -> bool:
             and row["detector"] == detector.name and row["detector_settings"] == detector.settings)
 
 
-def _analyse_one(manifest_row: dict, data_dir: Path, detector: Detector, now: datetime) -> dict:
+def _analyse_one(manifest_row: dict, data_dir: Path, detector: Detector, now: datetime,
+                 cipher: ArchiveCipher | None) -> dict:
     row = {
         "recording_id": manifest_row["recording_id"], "created_at": manifest_row["created_at"],
         "sha256": manifest_row["sha256"], "file_format": manifest_row["probed_format"],
         "detector": detector.name, "detector_settings": detector.settings, "analysed_at": now,
     }
     try:
-        with open_archived(manifest_row, data_dir) as audio:
+        with open_archived(manifest_row, data_dir, cipher) as audio:
             result = analyse(audio, detector)
     except Undecodable as exc:
         return {**row, "outcome": "undecodable", "reason": str(exc)}
