@@ -233,3 +233,21 @@ def test_speech_analysis_reads_an_encrypted_archive(fresh_emulator, data_dir, tm
     assert {r["outcome"] for r in speech.values()} == {"analysed"}
     assert all(speech[rid]["sha256"] == row["sha256"] for rid, row in verified.items())
     assert not list((data_dir / "spool").glob("*"))  # the decrypted spool files are gone
+
+
+def test_the_demo_encrypts_under_its_own_keyset_and_restores_one_recording(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIAN_")} | {"AUDIAN_DATA_DIR": str(data)}
+    done = subprocess.run([sys.executable, "-m", "audian_pipeline.cli", "demo", "--days", "2", "--per-day", "3"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    keyset = data / "keys" / "demo-archive-keyset.json"
+    assert f"encrypted under the demo keyset {keyset} (created under the data directory" in done.stdout
+    assert stat.S_IMODE(keyset.stat().st_mode) == 0o600
+    assert all(p.name.endswith(".tink") for p in (data / "audio").rglob("*") if p.is_file())
+    restored = [line for line in done.stdout.splitlines() if line.startswith("  manifest ")]
+    assert len(restored) == 1 and restored[0].endswith(": match")
+    assert not any(s in done.stdout + done.stderr for s in key_material(keyset))

@@ -36,15 +36,21 @@ class Plaintext:
     sha256: str
 
 
-def find_manifest_row(lake: Store, recording_id: str) -> dict | None:
-    """The recording's manifest row, from whichever day's partition holds it (newest first)."""
+def _manifest_rows_newest_first(lake: Store) -> Iterator[dict]:
+    """Every manifest row, a day's partition at a time, newest day first: an id does not say its day."""
     prefix = f"{RECORDING_AUDIO.name}/date="
     for key in reversed(lake.keys(partitions_pattern(RECORDING_AUDIO.name))):
-        day = key[len(prefix):len(prefix) + 10]
-        for row in read_rows(lake, RECORDING_AUDIO, date.fromisoformat(day)):
-            if row["recording_id"] == recording_id:
-                return row
-    return None
+        yield from read_rows(lake, RECORDING_AUDIO, date.fromisoformat(key[len(prefix):len(prefix) + 10]))
+
+
+def find_manifest_row(lake: Store, recording_id: str) -> dict | None:
+    return next((r for r in _manifest_rows_newest_first(lake) if r["recording_id"] == recording_id), None)
+
+
+def find_verified_row(lake: Store) -> dict | None:
+    """A verified, not disposed recording of the newest day that has one (for the demo's restore)."""
+    return next((r for r in _manifest_rows_newest_first(lake)
+                 if r["outcome"] == "verified" and r.get("disposed_at") is None), None)
 
 
 @contextlib.contextmanager
