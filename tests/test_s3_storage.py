@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 from audian_pipeline.defs.resources import LakeResource
+from audian_pipeline.defs.sensors import created_days
 from audian_pipeline.lake.parquet import read_partition, read_rows, write_partition
 from audian_pipeline.lake.paths import partitions_pattern
 from audian_pipeline.lake.tables import RECORDINGS, TABLES
@@ -83,6 +84,8 @@ def test_a_run_on_s3_keeps_what_a_local_run_keeps(fresh_emulator, tmp_path, s3_e
     assert verified and all(r["path"] == f"{archive.url}/audio/{r['created_at']:%Y/%m/%d}/{r['recording_id']}."
                             f"{r['declared_format']}" for r in verified), "the manifest names each object's URL"
     assert all(key.startswith("audio/") for key in archive.keys_under("")), "no staging object is left"
+    ids = [r["recording_id"] for r in verified]
+    assert created_days(lake, ids) == created_days(local_dir, ids) != {}, "the sensor finds recordings in place"
     log = "\n".join(dg.serialize_value(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id))
     assert SECRET_KEY not in log and where["lake_url"] in log
 
