@@ -248,3 +248,16 @@ def test_each_partition_of_a_single_run_backfill_shows_its_own_days_figures(fres
             if name != "warehouse":
                 assert meta["run_rows"].value == sum(per_day.values()) and meta["run_days"].value == 3
                 assert f"date={day}" in meta["path"].value
+
+
+def test_every_report_draws_on_a_warehouse_with_no_rows_yet(tmp_path):
+    """A fresh warehouse (an empty lake: no recording, no speech row yet) still draws each chart."""
+    from audian_pipeline.warehouse.charts import png_size
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    load(data_dir, [D1])
+    for short in REPORTS:
+        report = read_report(warehouse_path(data_dir), short)
+        assert report.rows == [] or short == "storage_quota" or short == "retention_expiry", short
+        assert png_size(report.chart(scale=1))[0] > 0, short

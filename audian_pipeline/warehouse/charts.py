@@ -157,7 +157,9 @@ def _conversation(frame: pd.DataFrame) -> dict[str, Any]:
         "encoding": {
             "x": _day_axis(), "y": {"field": "pct", "type": "quantitative", "title": "% of time recorded"},
             "color": {"field": "direction", "type": "nominal", "title": "direction"},
-            "strokeDash": {"field": "measure", "type": "nominal", "title": None},
+            # A legend title of null makes vl-convert fail ("SVG has an invalid size") on a view
+            # with no rows yet: name it.
+            "strokeDash": {"field": "measure", "type": "nominal", "title": "measure"},
         },
     }
 
