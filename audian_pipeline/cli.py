@@ -140,6 +140,14 @@ def _archive_commands(commands: argparse._SubParsersAction) -> None:
     restore.add_argument("recording_id", help="the recording's id, e.g. rec_...")
     restore.add_argument("--out", required=True, metavar="FILE", help="where to write the audio")
 
+    hold = commands.add_parser("hold", help="place or lift a legal hold: no disposal touches a held recording")
+    hold_actions = hold.add_subparsers(dest="hold_command", required=True, parser_class=_Parser)
+    hold_add = hold_actions.add_parser("add", help="hold a recording (placing it again replaces the reason)")
+    hold_add.add_argument("recording_id", help="the recording's id, e.g. rec_...")
+    hold_add.add_argument("--reason", required=True, help="why it is held, e.g. the case or request it serves")
+    hold_remove = hold_actions.add_parser("remove", help="lift a recording's hold; retention applies to it again")
+    hold_remove.add_argument("recording_id", help="the recording's id")
+
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -262,6 +270,22 @@ def _cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(f"restored {args.recording_id} to {args.out}: {result.bytes:,} bytes, sha256 {result.sha256} "
           "matches the manifest")
+    return 0
+
+
+def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
+    from audian_pipeline.audio.audit import AuditLog
+    from audian_pipeline.audio.holds import lift_hold, place_hold
+    from audian_pipeline.defs.resources import LakeResource
+
+    lake, audit = LakeResource().lake_store(), AuditLog(settings.data_dir, run_id="hold")
+    if args.hold_command == "add":
+        hold = place_hold(lake, args.recording_id, args.reason, audit)
+        print(f"{hold.recording_id} is on hold ({hold.reason}); no disposal touches it until `hold remove`")
+    elif lift_hold(lake, args.recording_id, audit):
+        print(f"hold on {args.recording_id} lifted; AUDIAN_ARCHIVE_RETENTION_DAYS applies to it again")
+    else:
+        print(f"{args.recording_id} was not on hold; nothing changed")
     return 0
 
 

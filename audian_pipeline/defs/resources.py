@@ -38,6 +38,8 @@ from audian_pipeline.settings import (
 )
 from audian_pipeline.storage import ARCHIVE_SETTING, LAKE_SETTING, Store
 
+RETENTION_SETTING = "AUDIAN_ARCHIVE_RETENTION_DAYS"
+
 
 class AudianResource(dg.ConfigurableResource):
     """Audian's API: AUDIAN_API_URL (default: the embedded emulator) and AUDIAN_API_KEY (a secret;
@@ -142,6 +144,9 @@ class LakeResource(dg.ConfigurableResource):
     archive_keyset: str | None = None
     """AUDIAN_ARCHIVE_KEYSET: path of the Tink keyset that encrypts the archive (a secret: only
     the path is ever shown); unset, the archive is plaintext and recording_audio warns so."""
+    archive_retention_days: int | None = None
+    """AUDIAN_ARCHIVE_RETENTION_DAYS: days an archived recording is kept after its created_at,
+    then disposed of by `archive_disposals`; unset (the default) keeps it forever."""
 
     @property
     def path(self) -> Path:
@@ -168,6 +173,18 @@ class LakeResource(dg.ConfigurableResource):
                                f"copy is re-verified) or 0 (keep them; the default), got {raw!r}.")
         return raw == "1"
 
+    def retention_days(self) -> int | None:
+        """AUDIAN_ARCHIVE_RETENTION_DAYS, or None: keep every archived recording forever."""
+        raw = (str(self.archive_retention_days) if self.archive_retention_days is not None
+               else env_value(RETENTION_SETTING, "").strip())
+        if not raw:
+            return None
+        try:
+            return positive_int(RETENTION_SETTING, raw)
+        except SettingError as exc:
+            raise SettingError(f"{exc} Set it to a number of days, or unset it to keep archived recordings "
+                               "forever.") from None
+
     def events_location(self) -> str:
         return check_events_db(self.events_db or env_value("AUDIAN_EVENTS_DB", str(events_db(self.path))))
 
@@ -176,6 +193,7 @@ class LakeResource(dg.ConfigurableResource):
         self.events_location()
         self.archive_cipher()
         self.deletes_at_audian()
+        self.retention_days()
         path = self.path
         try:
             path.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,26 @@ AUDIAN_DELETIONS = pa.schema(
               "each only after its archived copy was read back and matched the webhook's sha256 in the same run."},
 )
 
+ARCHIVE_DISPOSALS = pa.schema(
+    [
+        pa.field("recording_id", pa.string(), nullable=False),
+        pa.field("created_at", UTC, nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),  # disposed | already_missing (an interrupted run's delete)
+        pa.field("sha256", pa.string()),  # plaintext sha256 of the disposed recording, from the manifest
+        pa.field("bytes", pa.int64()),  # plaintext size
+        pa.field("stored_bytes", pa.int64()),  # size of the deleted object (the ciphertext's when encrypted)
+        pa.field("path", pa.string(), nullable=False),  # the archived object's location, now deleted
+        pa.field("policy", pa.string(), nullable=False),  # e.g. AUDIAN_ARCHIVE_RETENTION_DAYS=90
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("due_at", UTC, nullable=False),  # created_at + the retention
+        pa.field("disposed_at", UTC, nullable=False),
+        pa.field("run_id", pa.string()),
+    ],
+    metadata={"description": "One row per archived recording disposed of under AUDIAN_ARCHIVE_RETENTION_DAYS "
+              "(its object deleted, its manifest row kept and marked disposed_at), partitioned by the day the "
+              "policy was applied as of (the run's last day), not the recording's day."},
+)
+
 AUDIT = pa.schema(
     [
         pa.field("at", UTC, nullable=False),

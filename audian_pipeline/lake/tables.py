@@ -31,10 +31,14 @@ RECORDING_SPEECH = Table("recording_speech", schemas.RECORDING_SPEECH, key="reco
                          day_of="the recording's created_at")
 AUDIAN_DELETIONS = Table("audian_deletions", schemas.AUDIAN_DELETIONS, key="recording_id",
                          day_of="the recording's created_at")
+ARCHIVE_DISPOSALS = Table("archive_disposals", schemas.ARCHIVE_DISPOSALS, key="recording_id",
+                          day_of="the day retention was applied as of (the run's last day), since disposal "
+                                 "reaches back to old days no daily run covers")
 RECORDING_EVENTS = Table("recording_events", schemas.RECORDING_EVENTS, key="webhook_id",
                          day_of="the event's occurred_at (when it happened, not the recording's day)")
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (RECORDINGS, CALLS, RECORDING_AUDIO, RECORDING_SPEECH, AUDIAN_DELETIONS, RECORDING_EVENTS)
+    t.name: t for t in (RECORDINGS, CALLS, RECORDING_AUDIO, RECORDING_SPEECH, AUDIAN_DELETIONS, ARCHIVE_DISPOSALS,
+              RECORDING_EVENTS)
 }
 """Every lake table by name, in load order."""
