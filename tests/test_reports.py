@@ -113,7 +113,7 @@ def assert_a_drawn_chart(png: bytes, scale: int = SCALE) -> None:
 @pytest.fixture(name="loaded")
 def loaded_fixture(data_dir: Path) -> Path:
     write_lake(data_dir)
-    load(data_dir)
+    load(data_dir, archive_retention_days=30)  # so report_disposals has rows to summarise and draw
     return data_dir
 
 

@@ -256,7 +256,8 @@ def test_load_matches_the_lake_and_records_partitions(lake):
     assert result.full_rebuild and result.days == DAYS
     assert result.rows_by_table == {"recordings": len(RECORDINGS), "calls": len(call_rows()),
                                     "recording_audio": len(AUDIO), "recording_speech": len(speech_rows()),
-                                    "audian_deletions": 0, "recording_events": len(EVENTS)}
+                                    "audian_deletions": 0, "archive_disposals": 0,
+                                        "recording_events": len(EVENTS)}
     per_day = query(lake, "SELECT partition_date, count(*) FROM recordings GROUP BY ALL ORDER BY 1")
     assert per_day == sorted((d, sum(1 for r in RECORDINGS if r[1] == d)) for d in DAYS)
     settings = query(lake, "SELECT as_of, storage_quota_bytes, show_phone_numbers FROM pipeline_settings")

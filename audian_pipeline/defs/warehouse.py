@@ -38,6 +38,7 @@ def warehouse(
         storage_quota_bytes=warehouse_settings.quota_bytes(),
         show_phone_numbers=warehouse_settings.phone_numbers_shown(),
         as_of=warehouse_settings.as_of_datetime(),
+        archive_retention_days=lake.retention_days(),
     )
     if result.full_rebuild:
         context.log.info("warehouse rebuilt in full from the lake (%s): %d day(s)",

@@ -164,10 +164,27 @@ def _conversation(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+DISPOSAL_STATES = ["disposed", "due", "upcoming"]
+
+
+def _disposals(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "title": "Archived recordings disposed of, due (held or waiting) and upcoming, per day",
+        "data": {"values": _values(frame, {"day": "day", "state": "state", "recording_id": "recording"})},
+        "mark": "bar",
+        "encoding": {
+            "x": _day_axis(), "y": {"aggregate": "count", "type": "quantitative", "title": "recordings"},
+            "color": {"field": "state", "type": "nominal", "title": "state",
+                      "scale": {"domain": DISPOSAL_STATES, "range": ["#7f7f7f", "#d62728", "#9ecae1"]}},
+        },
+    }
+
+
 _CHARTS = {
     "report_durations": _durations,
     "report_failure_reasons": _failure_reasons,
     "report_storage_quota": _storage_quota,
     "report_retention_expiry": _retention_expiry,
     "report_conversation": _conversation,
+    "report_disposals": _disposals,
 }

@@ -173,6 +173,7 @@ def load_warehouse(
     lock_timeout: float = 600.0,
     sql_dir: Path = SQL_DIR,
     lake: Store | None = None,
+    archive_retention_days: int | None = None,
 ) -> LoadResult:
     """Replace the given days' rows of every table from the lake, and publish the warehouse.
 
@@ -187,7 +188,7 @@ def load_warehouse(
     wanted_days = sorted(set(days)) if days is not None else None
     as_of = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
     version = schema_version(sql_dir)
-    settings = [as_of, storage_quota_bytes, show_phone_numbers]
+    settings = [as_of, storage_quota_bytes, show_phone_numbers, archive_retention_days]
     with _disk_errors(target), _loader_lock(data_dir, lock_timeout):
         _remove_stale_builds(data_dir, target)
         base = builds_dir(data_dir) / BASE_NAME
@@ -264,8 +265,9 @@ def _finish(con: duckdb.DuckDBPyConnection, settings: list, version: str, sql_di
 
     A failure before COMMIT leaves the transaction open: closing the connection rolls it back."""
     con.execute("DELETE FROM pipeline_settings")
-    con.execute("INSERT INTO pipeline_settings VALUES (?, ?, ?, ?, ?)",
-                [*settings, datetime.now(timezone.utc), version])
+    as_of, quota, show_numbers, retention = settings
+    con.execute("INSERT INTO pipeline_settings VALUES (?, ?, ?, ?, ?, ?)",
+                [as_of, quota, show_numbers, datetime.now(timezone.utc), version, retention])
     for view in report_files(sql_dir):
         con.execute(view.read_text())
     con.execute("COMMIT")

@@ -37,6 +37,7 @@ REPORTS = {
     "storage_quota": "report_storage_quota",
     "retention_expiry": "report_retention_expiry",
     "conversation": "report_conversation",
+    "disposals": "report_disposals",
 }
 """CLI name -> view name in the warehouse (and sql/reports/<view>.sql)."""
 

@@ -250,12 +250,35 @@ def _conversation(frame: pd.DataFrame) -> Summary:
     return Summary(text, table, omitted)
 
 
+def _disposals(frame: pd.DataFrame) -> Summary:
+    if frame.empty:
+        return Summary("No archived recording disposed of, due or upcoming (AUDIAN_ARCHIVE_RETENTION_DAYS unset keeps "
+                       "them forever).", pd.DataFrame())
+    states = ("disposed", "due", "upcoming")
+    per_day = frame.pivot_table(index="day", columns="state", values="recording_id", aggfunc="count", fill_value=0)
+    per_day = per_day.reindex(columns=list(states), fill_value=0)
+    size = frame.groupby("day")["bytes"].sum()
+    table = pd.DataFrame({
+        "day": per_day.index.map(day),
+        **{state: per_day[state].map(count) for state in states},
+        "size": size.reindex(per_day.index).map(human_bytes),
+    }).reset_index(drop=True)
+    table, omitted = _latest(table)
+    counts = frame["state"].value_counts()
+    text = (f"{int(counts.get('disposed', 0)):,} archived recordings disposed of "
+            f"({human_bytes(frame.loc[frame['state'] == 'disposed', 'stored_bytes'].sum())} stored); "
+            f"{int(counts.get('due', 0)):,} past the retention but kept (on hold, or awaiting the next run); "
+            f"{int(counts.get('upcoming', 0)):,} due within 30 days.")
+    return Summary(text, table, omitted)
+
+
 _SUMMARIES = {
     "report_durations": _durations,
     "report_failure_reasons": _failure_reasons,
     "report_storage_quota": _storage_quota,
     "report_retention_expiry": _retention_expiry,
     "report_conversation": _conversation,
+    "report_disposals": _disposals,
 }
 
 
@@ -285,4 +308,7 @@ def key_figures(view: str, frame: pd.DataFrame) -> dict[str, int | float | str |
         return {"recordings_analysed": int(frame["recordings_analysed"].sum()),
                 "dead_air_pct": round(float((frame["dead_air_pct"].fillna(0) * recorded).sum()) / total, 2)
                 if total else None}
+    if view == "report_disposals":
+        states = frame["state"].value_counts()
+        return {f"{state}_recordings": int(states.get(state, 0)) for state in ("disposed", "due", "upcoming")}
     raise KeyError(f"no key figures for {view!r}")
