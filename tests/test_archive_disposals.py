@@ -173,3 +173,22 @@ def test_a_hold_needs_a_reason_and_a_safe_id(data_dir, monkeypatch, capsys):
     assert "refusing" in capsys.readouterr().err
     assert main(["hold", "remove", "rec_1"]) == 0
     assert "was not on hold" in capsys.readouterr().out
+
+
+def test_a_disposal_killed_after_deleting_the_object_is_completed_by_the_next_run(fresh_emulator, data_dir, tmp_path):
+    keyset = tmp_path / "archive.json"
+    assert main(["keyset", "create", str(keyset)]) == 0
+    lake = lake_resource(data_dir, keyset, {})
+    with account_with_webhooks(fresh_emulator, data_dir, seed=73, days=4, per_day=4) as emu:
+        day = emu.account.now().date() - timedelta(days=3)
+        archive(emu, lake, day)
+        rows = {rid: r for rid, r in manifest(lake.lake_store(), [day]).items() if r["outcome"] == "verified"}
+        assert len(rows) >= 2
+        interrupted = sorted(rows)[0]
+        Store(rows[interrupted]["path"], "AUDIAN_ARCHIVE_URL").delete("")  # deleted, then the process was killed
+        assert dispose(emu, lake)["run_already_missing"] == 1
+    records = {r["recording_id"]: r["outcome"] for r in read_rows(lake.lake_store(), ARCHIVE_DISPOSALS,
+                                                                   emu.account.now().date())}
+    assert records == {rid: "already_missing" if rid == interrupted else "disposed" for rid in rows}
+    assert all(r["disposed_at"] is not None for rid, r in manifest(lake.lake_store(), [day]).items() if rid in rows)
+    assert (interrupted, "already_missing") in audit_rows(data_dir, "dispose")
