@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from datetime import date
 from pathlib import Path
 from typing import cast
@@ -126,6 +127,8 @@ def run_on_workers(first: date, last: date, resources: dict | None = None,
     span = f"{first}" if first == last else f"{first}..{last}"
     print(f"audian-pipeline: days {span} on Celery workers; Dagster's log: the instance at "
           f"{dagster_instance.root_directory}", flush=True)
+    # dagster-celery registers its step task again for every step it submits, which Celery 5.7 warns about each time
+    warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
     for job, tags in ((lake_and_warehouse_job, range_tags(first, last)), (reports_job, None)):
         with dg.execute_job(dg.reconstructable(job), dagster_instance, run_config=_QUIET, tags=tags,
                             raise_on_error=False) as result:

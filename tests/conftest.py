@@ -11,7 +11,7 @@ from audian_pipeline.client.client import AudianClient
 from audian_pipeline.emulator.server import RunningEmulator, start_emulator
 from audian_pipeline.settings import DEMO_API_KEY
 
-from dbservers import postgres_server, postgres_url, redis_server, redis_url  # noqa: F401  (shared fixtures)
+from dbservers import postgres_server, postgres_url, production, redis_server, redis_url  # noqa: F401
 from s3server import s3_env, s3_server  # noqa: F401  (shared fixtures)
 
 CLOCK = datetime(2026, 11, 20, 15, 30, 0, tzinfo=timezone.utc)

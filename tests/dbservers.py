@@ -25,6 +25,7 @@ import redis
 
 from servers import free_port
 
+PRODUCTION_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "production" / "dagster.yaml"
 POSTGRES_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 INSTALL_HINT = "install Debian's postgresql and redis-server (make test does, as root)"
 
@@ -171,3 +172,14 @@ def redis_url(redis_server: str) -> str:
     finally:
         client.close()
     return redis_server
+
+
+@pytest.fixture
+def production(tmp_path: Path, postgres_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A DAGSTER_HOME with the checkout's production dagster.yaml, and the servers a deployment shares;
+    DAGSTER_PG_URL set here too, for the test's own look at the instance."""
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url.replace("postgresql://", "postgresql+psycopg2://"))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PRODUCTION_YAML, home / "dagster.yaml")
+    return {"home": home, "postgres_url": postgres_url, "redis_url": redis_url}

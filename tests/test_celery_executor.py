@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from audian_pipeline.emulator.faults import FaultConfig
 from audian_pipeline.settings import DEMO_API_KEY
 from audian_pipeline.workers import celery_app
 
-from test_production_instance import PRODUCTION_YAML
 from test_request_limits import max_in_flight
 
 WORKER = [sys.executable, "-m", "audian_pipeline.cli", "worker"]
@@ -34,9 +32,9 @@ WORKER = [sys.executable, "-m", "audian_pipeline.cli", "worker"]
 def production_env(base: dict[str, str], dagster_home: Path, postgres_url: str, redis_url: str) -> dict[str, str]:
     """The environment runs and workers share: the Postgres instance and events store, Celery on Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUDIAN_", "DAGSTER_"))}
-    return {**env, **base, "DAGSTER_HOME": str(dagster_home), "AUDIAN_EXECUTOR": "celery",
+    return {**env, "DAGSTER_HOME": str(dagster_home), "AUDIAN_EXECUTOR": "celery",
             "DAGSTER_PG_URL": postgres_url.replace("postgresql://", "postgresql+psycopg2://"),
-            "AUDIAN_EVENTS_DB": postgres_url, "AUDIAN_CELERY_BROKER_URL": redis_url}
+            "AUDIAN_EVENTS_DB": postgres_url, "AUDIAN_CELERY_BROKER_URL": redis_url, **base}
 
 
 @contextlib.contextmanager
@@ -89,15 +87,6 @@ def stop_worker(worker: subprocess.Popen) -> None:
             kill_worker(worker)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(worker.pid, signal.SIGKILL)  # pool children a warm shutdown left behind
-
-
-@pytest.fixture
-def production(tmp_path: Path, postgres_url: str, redis_url: str) -> dict:
-    """A DAGSTER_HOME with the checkout's production dagster.yaml, and the settings a deployment shares."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PRODUCTION_YAML, home / "dagster.yaml")
-    return {"home": home, "postgres_url": postgres_url, "redis_url": redis_url}
 
 
 def shared_env(production: dict, emu, data_dir: Path, **extra: str) -> dict[str, str]:

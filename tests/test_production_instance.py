@@ -15,7 +15,7 @@ import pytest
 from audian_pipeline.defs.recording_events import recording_events
 from audian_pipeline.defs.resources import LakeResource
 
-PRODUCTION_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "production" / "dagster.yaml"
+from dbservers import PRODUCTION_YAML
 
 
 @pytest.fixture

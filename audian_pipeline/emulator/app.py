@@ -148,7 +148,8 @@ class Emulator:
 class CountInFlight:
     """ASGI middleware counting Audian requests (API and storage host together) being answered.
 
-    A request stops counting just before its last bytes are sent, so a client that has read its
+    A request stops counting just before its last bytes are sent (by Content-Length: a streamed
+    file's client is done before the empty closing message), so a client that has read its
     answer and starts the next request is never counted twice: the emulator's figure is at most
     what the clients had open, and a test of their limit cannot fail on the server's timing."""
 
@@ -158,7 +159,7 @@ class CountInFlight:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
             return await self.app(scope, receive, send)
-        emu, counted = self.emu, [True]
+        emu, counted, unsent = self.emu, [True], [-1]
         emu.in_flight += 1
         emu.max_in_flight = max(emu.max_in_flight, emu.in_flight)
 
@@ -168,8 +169,13 @@ class CountInFlight:
                 emu.in_flight -= 1
 
         async def send_counted(message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                done()
+            if message["type"] == "http.response.start":
+                unsent[0] = int(dict(message.get("headers", [])).get(b"content-length", -1))
+            elif message["type"] == "http.response.body":
+                if unsent[0] >= 0:
+                    unsent[0] -= len(message.get("body", b""))
+                if unsent[0] == 0 or not message.get("more_body", False):
+                    done()
             await send(message)
 
         try:
