@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT))  # so that `python tests/benchmarks/run.py` import
 
 from audian_pipeline.audio.archive import Archiver
 from audian_pipeline.audio.audit import AuditLog, audit_path
+from audian_pipeline.audio.crypto import create_keyset, load_cipher
 from audian_pipeline.client.client import DOWNLOAD_CHUNK, AudianClient
 from audian_pipeline.client.models import format_timestamp
 from audian_pipeline.lake.days import day_bounds
@@ -1021,9 +1022,14 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
         return {"seconds": timer.wall, "cpu_seconds": timer.cpu, "emulator_cpu_seconds": emulator_cpu, "bytes": written,
                 "files": len(digests), "mb_per_second": written / 1e6 / timer.wall}, digests
 
-    def archive_pass() -> dict:
+    keyset = bench.workdir / "bench-keyset.json"
+    if not keyset.exists():
+        create_keyset(keyset)
+    cipher = load_cipher(keyset)
+
+    def archive_pass(encrypted: bool = False) -> dict:
         _empty_archive(data_dir)
-        archiver = Archiver(client, data_dir, AuditLog(data_dir))
+        archiver = Archiver(client, data_dir, AuditLog(data_dir), cipher=cipher if encrypted else None)
         reset = bench.reset_peaks()  # folds the run's peaks first, so the whole-run figure keeps them
         before = Counter(client.stats)
         emulator_cpu = process_cpu(emulator.pid)
@@ -1047,12 +1053,13 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
         # this pass warms connections and the page cache and gives the reference digests.
         warm, reference = loop_pass()
         webhook_disagrees = sum(1 for rid, digest in reference.items() if checksums.get(rid) != digest)
-        rounds: dict[str, list[dict]] = {"ours": [], "baseline": []}
+        rounds: dict[str, list[dict]] = {"ours": [], "baseline": [], "encrypted": []}
         for _ in rounds_within(bench.profile.archive_rounds, bench.profile.budget_seconds):
             measured, digests = loop_pass()
             measured["sha256_differs_from_warm_up"] = sum(1 for rid in reference if digests.get(rid) != reference[rid])
             rounds["baseline"].append(measured)
             rounds["ours"].append(archive_pass())
+            rounds["encrypted"].append(archive_pass(encrypted=True))
     finally:
         api_session.close()
         storage_session.close()
@@ -1072,8 +1079,13 @@ def _archive_throughput(bench: Bench, section: Section, emulator: EmulatorProces
             typical([r["download_phase_mb_per_second"] for r in rounds["ours"]]), mbps["baseline"], "MB/s", digits=1),
         Row("  benchmark-process CPU per MB", cpu_mb["ours"], cpu_mb["baseline"], "ms", False, 2),
         Row("  emulator CPU per MB served", emu_mb["ours"], emu_mb["baseline"], "ms", False, 2),
+        Row("MB/s archived with a keyset (Tink), baseline: without", mbps["encrypted"], mbps["ours"], "MB/s",
+            digits=1),
+        Row("  peak RSS archiving with a keyset, baseline: without",
+            typical([r["peak_rss_bench"] or 0 for r in rounds["encrypted"]]) / 2**20,
+            typical([r["peak_rss_bench"] or 0 for r in rounds["ours"]]) / 2**20, "MiB", False, 0),
     ]
-    outcomes_ok = all(set(r["outcomes"]) <= {"verified", "not_completed"} for r in rounds["ours"])
+    outcomes_ok = all(set(r["outcomes"]) <= {"verified", "not_completed"} for r in rounds["ours"] + rounds["encrypted"])
     verified_ok = all(r["outcomes"].get("verified", 0) == len(files) and not r["completed_not_verified_or_sha_differs"]
                       for r in rounds["ours"])
     ratio = mbps["ours"] / mbps["baseline"]
