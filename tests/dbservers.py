@@ -23,7 +23,7 @@ import psycopg2
 import pytest
 import redis
 
-from servers import free_port
+from servers import free_port, stop_process
 
 PRODUCTION_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "production" / "dagster.yaml"
 POSTGRES_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
@@ -119,12 +119,7 @@ def run_redis() -> Iterator[str]:
         _wait_for_redis(url, process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
+        stop_process(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -23,6 +23,8 @@ from typing import Iterator
 import botocore.session
 import pytest
 
+from servers import stop_process
+
 ACCESS_KEY = "audian-test-access"
 SECRET_KEY = "audian-test-secret-0123456789"
 LAKE_ONLY_ACCESS_KEY = "audian-test-lake-only"
@@ -112,12 +114,7 @@ def run_weed_mini(workdir: Path, buckets: tuple[str, ...], timeout: float = 60.0
         _wait_for_buckets(endpoint, buckets, process, timeout, workdir / "weed.log")
         yield S3Server(endpoint, buckets)
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
+        stop_process(process)
         log.close()
 
 

@@ -27,6 +27,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds; always reaped."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(grace)
+
+
 def wait_until_answers(url: str, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
     """Poll `url` until it gives any HTTP answer: the server is then accepting requests.
 

@@ -21,7 +21,7 @@ import requests
 
 from audian_pipeline.webhooks.server import REQUEST_RECEIPT_SECONDS
 
-from servers import free_port, wait_until_answers
+from servers import free_port, stop_process, wait_until_answers
 from test_webhooks_receiver import PATH, SECRET, event_body, headers
 
 COMMAND = Path(sys.executable).with_name("audian-pipeline")
@@ -50,12 +50,7 @@ def receiver(tmp_path: Path, max_open_files: int | None = None) -> Iterator[tupl
             wait_until_answers(f"http://127.0.0.1:{port}/healthz", process=process)
             yield f"http://127.0.0.1:{port}", log_path
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(15)
+            stop_process(process)
 
 
 def _connect(base_url: str, sent: bytes = b"") -> socket.socket:
