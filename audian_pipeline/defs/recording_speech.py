@@ -1,5 +1,7 @@
 """`recording_speech`: who talked how much in each archived recording (voice activity per channel)."""
 
+from collections import Counter
+
 import dagster as dg
 
 from audian_pipeline.audio.speech import DEFAULT_DETECTOR
@@ -70,8 +72,12 @@ def _day_metadata(day: SpeechDay) -> dict:
 def _run_metadata(days: list[SpeechDay], lake: LakeResource) -> dict:
     audio = sum(d.audio_seconds for d in days)
     cpu = sum(d.seconds_analysing for d in days)
+    outcomes: Counter[str] = Counter()
+    for d in days:
+        outcomes.update(d.outcomes)
     return run_metadata(
         [d.day for d in days], rows=sum(d.rows for d in days), analysed=sum(d.analysed for d in days),
+        outcomes=dg.MetadataValue.json(dict(sorted(outcomes.items()))),
         audio_seconds_analysed=dg.MetadataValue.float(round(audio, 1)),
         times_real_time=dg.MetadataValue.float(round(audio / cpu, 1) if cpu else 0.0),
         detector=f"{DEFAULT_DETECTOR.name} ({DEFAULT_DETECTOR.settings})",
