@@ -101,9 +101,11 @@ def build(
     max_duration: int = DEMO_MAX_DURATION,
     quota_bytes: int | None = None,
     variations: Variations | None = None,
+    webhooks_since: datetime | None = None,
 ) -> tuple[RunningEmulator, list[tuple[uvicorn.Server, socket.socket]]]:
     """`clock` freezes the emulator at that instant; otherwise it runs with the wall clock, and
-    `epoch` (default: now) is the instant its history is generated from (see `demo_account`)."""
+    `epoch` (default: now) is the instant its history is generated from (see `demo_account`).
+    `webhooks_since` delivers only the events after it (default: the whole history's)."""
     if clock is not None and epoch is not None:
         raise ValueError("give the emulator a frozen clock or an epoch, not both")
     generated_at = utc(clock or epoch or datetime.now(timezone.utc))
@@ -121,7 +123,8 @@ def build(
                         quota_bytes=quota_bytes, variations=variations)
     delivery = None
     if webhook_url:
-        delivery = WebhookDelivery(account, webhook_url, webhook_secret, emulator.faults, api_url, cache)
+        delivery = WebhookDelivery(account, webhook_url, webhook_secret, emulator.faults, api_url, cache,
+                                   since=webhooks_since)
     api = api_app(emulator)
     api.add_route("/_emulator/account", _account_endpoint(parameters), methods=["GET"])
     servers = []
