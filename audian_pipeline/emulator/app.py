@@ -13,6 +13,7 @@ import hmac
 import json
 import re
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -74,6 +75,8 @@ class Emulator:
         self.in_flight = 0
         self.max_in_flight = 0
         """Requests to the API and the storage host being answered at once, and the most ever."""
+        self.requests_by_kind: Counter[str] = Counter()
+        """Requests received per kind (`request_kind`), retries included: what the account paid."""
         self.quota_bytes = quota_bytes
         self.issued_signatures: set[str] = set()
         """Every signature handed out, so tests can search logs and files for them."""
@@ -145,6 +148,23 @@ class Emulator:
         return None
 
 
+_KINDS = (
+    ("GET", re.compile(r"^/v2/recordings/?$"), "list"),
+    ("GET", re.compile(r"^/v2/recordings/[^/]+/download$"), "download"),
+    ("GET", re.compile(r"^/v2/recordings/[^/]+$"), "detail"),
+    ("GET", re.compile(r"^/v2/calls/[^/]+$"), "call"),
+    ("GET", re.compile(r"^/files/"), "storage"),
+)
+
+
+def request_kind(method: str, path: str) -> str:
+    """The client's names for what a request asks (`AudianClient.stats`), `other` for the rest."""
+    for kind_method, pattern, kind in _KINDS:
+        if method == kind_method and pattern.match(path):
+            return kind
+    return "other"
+
+
 class CountInFlight:
     """ASGI middleware counting Audian requests (API and storage host together) being answered.
 
@@ -160,6 +180,7 @@ class CountInFlight:
         if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
             return await self.app(scope, receive, send)
         emu, counted, unsent = self.emu, [True], [-1]
+        emu.requests_by_kind[request_kind(scope["method"], scope["path"])] += 1
         emu.in_flight += 1
         emu.max_in_flight = max(emu.max_in_flight, emu.in_flight)
 
@@ -400,7 +421,8 @@ def control_routes(emu: Emulator, endpoint) -> list[Route]:
         now = emu.account.now()
         return JSONResponse({"now": iso(now), "recordings": len(emu.account.visible(now)),
                              "faults": emu.faults.snapshot(), "variations": emu.variations.to_dict(),
-                             "requests_served": emu.requests_served, "max_in_flight": emu.max_in_flight})
+                             "requests_served": emu.requests_served, "max_in_flight": emu.max_in_flight,
+                             "requests_by_kind": dict(sorted(emu.requests_by_kind.items()))})
 
     async def advance_clock(request: Request) -> Response:
         body = await _json_body(request)
