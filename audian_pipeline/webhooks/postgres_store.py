@@ -136,6 +136,9 @@ class PostgresEventStore(BaseEventStore):
         with self._lock:
             return self._run([(sql.replace("?", "%s"), tuple(params))])[0]
 
+    def _any_recording_id(self, recording_ids: list[str]) -> tuple[str, object]:
+        return "recording_id = ANY(?)", list(recording_ids)  # psycopg2 sends a list as a text[]
+
     def _insert(self, row: tuple) -> bool:
         """Lock, insert, commit: see the module's docstring for why the lock comes first."""
         with self._lock:
