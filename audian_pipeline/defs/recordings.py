@@ -6,6 +6,7 @@ import dagster as dg
 
 from audian_pipeline.defs.checks import lake_freshness, unique_key_check, unique_key_spec
 from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
+from audian_pipeline.defs.external import webhook_events
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.defs.retries import api_step_retry, retried_only_if_transient
@@ -18,6 +19,7 @@ UNIQUE_IDS = "unique_recording_id"
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=backfill_policy,
+    deps=[webhook_events],
     group_name="lake",
     freshness_policy=lake_freshness,
     kinds={"parquet", "python"},
@@ -26,7 +28,10 @@ UNIQUE_IDS = "unique_recording_id"
     description=(
         "Every recording Audian lists for the UTC day of its created_at, with the detail fields "
         "(format, bitrate, sample rate, channels, completed_at), expires_at and when it was first "
-        "and last seen. Rows Audian stops listing are kept with deleted_at set."
+        "and last seen. Rows Audian stops listing are kept with deleted_at set. A completed "
+        "recording whose recording.completed webhook is stored and agrees with the list is filled "
+        "from it instead of a detail call (detail_source 'webhook': bitrate, sample rate and "
+        "channels null, measured by recording_audio's probe)."
     ),
     check_specs=[
         dg.AssetCheckSpec(
@@ -44,10 +49,12 @@ def recordings(context: dg.AssetExecutionContext, audian: AudianResource, lake: 
     for day in partition_days(context):
         day_before = Counter(client.stats)
         result = sync_day(client, lake.lake_store(), day, concurrency=audian.detail_concurrency,
-                          list_limit=audian.list_limit)
+                          list_limit=audian.list_limit, events_db=lake.events_location())
         context.log.info(
-            "recordings %s: %d rows (%d new, %d changed, %d marked deleted), %d list + %d detail calls",
+            "recordings %s: %d rows (%d new, %d changed, %d marked deleted), %d list + %d detail calls, "
+            "%d details from webhooks",
             day, result.rows, result.new, result.changed, result.marked_deleted, result.list_calls, result.detail_calls,
+            result.details_from_webhook,
         )
         synced.append(result)
         add_day_metadata(context, day, _day_metadata(result, Counter(client.stats) - day_before))
@@ -69,6 +76,7 @@ def _day_metadata(result: DaySync, requests: Counter) -> dict:
         "api_requests": dg.MetadataValue.json(dict(sorted(requests.items()))),
         "list_calls": result.list_calls,
         "detail_calls": result.detail_calls,
+        "details_from_webhook": result.details_from_webhook,
         "paging_corrections": result.listing.corrections,
         "bytes_written": dg.MetadataValue.int(result.bytes_written),
         "path": dg.MetadataValue.path(str(result.path)),
@@ -79,6 +87,7 @@ def _run_metadata(synced: list[DaySync], requests: Counter, lake: LakeResource) 
     meta = run_metadata(
         [r.day for r in synced], rows=sum(r.rows for r in synced),
         api_requests=dg.MetadataValue.json(dict(sorted(requests.items()))),
+        details_from_webhook=sum(r.details_from_webhook for r in synced),
         path=dg.MetadataValue.path(lake.lake_store().url_of(TABLE.name)),
     )
     if len(synced) > 1:
@@ -87,11 +96,11 @@ def _run_metadata(synced: list[DaySync], requests: Counter, lake: LakeResource) 
 
 
 def _per_day_table(synced: list[DaySync]) -> str:
-    lines = ["| day | rows | new | changed | deleted | list calls | detail calls |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| day | rows | new | changed | deleted | list calls | detail calls | details from webhook |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in synced:
         lines.append(f"| {r.day} | {r.rows} | {r.new} | {r.changed} | {r.marked_deleted} "
-                     f"| {r.list_calls} | {r.detail_calls} |")
+                     f"| {r.list_calls} | {r.detail_calls} | {r.details_from_webhook} |")
     return "\n".join(lines)
 
 

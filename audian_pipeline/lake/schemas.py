@@ -24,10 +24,14 @@ RECORDINGS = pa.schema(
         pa.field("last_seen_at", UTC, nullable=False),
         pa.field("detail_fetched_at", UTC),
         pa.field("deleted_at", UTC),
+        pa.field("detail_source", pa.string()),  # api | webhook (then bitrate, sample_rate, channels null)
     ],
     metadata={"description": "One row per recording Audian listed for the UTC day of created_at. "
               "deleted_at is set once Audian stops listing it (retention or DELETE): the lake keeps the row. "
-              "duration and file_size are null while Audian does not know them yet (before completion)."},
+              "duration and file_size are null while Audian does not know them yet (before completion). "
+              "detail_source says where the detail came from: 'api' (GET /v2/recordings/{id}) or 'webhook' "
+              "(the recording.completed event, which has no bitrate, sample_rate or channels: the archive's "
+              "probe of the file, in recording_audio, measures those)."},
 )
 
 CALLS = pa.schema(

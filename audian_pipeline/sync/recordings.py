@@ -1,26 +1,33 @@
 """The recordings index: one UTC day of Audian's list, merged into the day's stored partition.
 
-Only recordings that are new or whose listed fields changed cost a detail call; the others
-keep the detail already stored. Rows Audian no longer lists are kept and marked `deleted_at`:
-past retention the lake is the only copy left.
+Only recordings that are new or whose listed fields changed need their detail; the others keep
+the detail already stored. For a recording listed as `completed`, its `recording.completed`
+webhook already carries the detail's file format, size, duration and completed_at, so where the
+events store holds one that agrees with the list, the row is filled from it and the detail call
+is saved (one request of about four per archived recording). bitrate, sample_rate and channels
+then stay null (`detail_source = 'webhook'`): the archive's probe of the file measures them.
+Rows Audian no longer lists are kept and marked `deleted_at`: past retention the lake is the
+only copy left.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from audian_pipeline.client.client import AudianClient, fetch_each
 from audian_pipeline.client.errors import InvalidRequest, NotFound
-from audian_pipeline.client.models import Recording, RecordingSummary
+from audian_pipeline.client.models import FILE_FORMATS, Recording, RecordingEvent, RecordingSummary
 from audian_pipeline.client.paging import WindowListing, list_window
 from audian_pipeline.lake.days import day_bounds
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
 from audian_pipeline.lake.tables import RECORDINGS
 from audian_pipeline.settings import RETENTION_DAYS
 from audian_pipeline.storage import Store
+from audian_pipeline.webhooks.store import StoredEvent, open_existing_event_store
 
 TABLE = RECORDINGS
 LISTED_FIELDS = ("recording_id", "call_id", "duration", "file_size", "status", "created_at")
@@ -40,6 +47,8 @@ class DaySync:
     marked_deleted: int
     detail_calls: int
     listing: WindowListing
+    details_from_webhook: int = 0
+    """New or changed completed recordings filled from their recording.completed event instead."""
     rows_by_status: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -51,7 +60,41 @@ def _listed(row: dict) -> tuple:
     return tuple(row[name] for name in LISTED_FIELDS)
 
 
-def _row(summary: RecordingSummary, detail: Recording | None, previous: dict | None, now: datetime) -> dict:
+def _from_event(summary: RecordingSummary, stored: StoredEvent | None) -> Recording | None:
+    """The detail as the recording.completed event gives it, or None where the detail call is
+    still needed: no event, one that does not parse, lacks a file field, or disagrees with the
+    list on a field both carry. Then neither is trusted and Audian's own detail decides, so a bad
+    event can never stand in for the size the archive checks the download against."""
+    if stored is None:
+        return None
+    try:
+        event = RecordingEvent.from_api(json.loads(stored.payload))
+    except ValueError:
+        return None
+    if event.file_format not in FILE_FORMATS or event.file_size is None or event.duration is None:
+        return None
+    if (event.recording_id, event.call_id, event.file_size, event.duration) != (
+            summary.recording_id, summary.call_id, summary.file_size, summary.duration):
+        return None
+    return Recording(**{f.name: getattr(summary, f.name) for f in fields(RecordingSummary)},
+                     file_format=event.file_format, bitrate=None, sample_rate=None, channels=None,
+                     completed_at=event.occurred_at)
+
+
+def _details_from_webhooks(events_db: str | None, stale: list[RecordingSummary]) -> dict[str, Recording]:
+    """Details for the stale recordings listed as completed, from the events store (one query)."""
+    completed = {s.recording_id: s for s in stale if s.status == "completed"}
+    store = open_existing_event_store(events_db) if events_db and completed else None
+    if store is None:
+        return {}
+    with store:
+        events = store.completed_events(list(completed))
+    found = {rid: _from_event(summary, events.get(rid)) for rid, summary in completed.items()}
+    return {rid: detail for rid, detail in found.items() if detail is not None}
+
+
+def _row(summary: RecordingSummary, detail: Recording | None, previous: dict | None, now: datetime,
+         source: str = "api") -> dict:
     row = dict(previous or {})
     row.update({name: getattr(summary, name) for name in LISTED_FIELDS})
     if detail is not None:
@@ -59,7 +102,10 @@ def _row(summary: RecordingSummary, detail: Recording | None, previous: dict | N
             status=detail.status, duration=detail.duration, file_size=detail.file_size,
             file_format=detail.file_format, bitrate=detail.bitrate, sample_rate=detail.sample_rate,
             channels=detail.channels, completed_at=detail.completed_at, detail_fetched_at=now,
+            detail_source=source,
         )
+    elif row.get("detail_fetched_at") is not None and row.get("detail_source") is None:
+        row["detail_source"] = "api"  # stored before the column existed: only the API gave details then
     row["expires_at"] = summary.created_at + timedelta(days=RETENTION_DAYS)
     row.setdefault("first_seen_at", now)
     row["last_seen_at"] = now
@@ -75,7 +121,9 @@ def sync_day(
     now: datetime | None = None,
     concurrency: int = 16,
     list_limit: int = 200,
+    events_db: str | None = None,
 ) -> DaySync:
+    """`events_db` is AUDIAN_EVENTS_DB's value; None (or no store yet) makes every detail a call."""
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     start, end = day_bounds(day)
     stored = {row["recording_id"]: row for row in read_rows(lake, TABLE, day)}
@@ -83,16 +131,20 @@ def sync_day(
 
     stale = [s for s in listing.recordings
              if s.recording_id not in stored or _listed(stored[s.recording_id]) != s.listed_fields()]
+    from_webhook = _details_from_webhooks(events_db, stale)
     # NotFound: deleted between the list and the detail call. InvalidRequest: an ID the client
     # will not put in a URL; the row keeps the listed fields and the archive calls it unsafe_id.
-    details = fetch_each(client.get_recording, [r.recording_id for r in stale], concurrency,
-                         tolerate=(NotFound, InvalidRequest))
+    calls = [r.recording_id for r in stale if r.recording_id not in from_webhook]
+    details = fetch_each(client.get_recording, calls, concurrency, tolerate=(NotFound, InvalidRequest))
 
     rows: dict[str, dict] = {}
     for summary in listing.recordings:
         rid = summary.recording_id
         detail = details.get(rid)
-        rows[rid] = _row(summary, detail if isinstance(detail, Recording) else None, stored.get(rid), now)
+        if rid in from_webhook:
+            rows[rid] = _row(summary, from_webhook[rid], stored.get(rid), now, "webhook")
+        else:
+            rows[rid] = _row(summary, detail if isinstance(detail, Recording) else None, stored.get(rid), now)
         if isinstance(detail, NotFound):
             rows[rid]["deleted_at"] = now
     marked = 0
@@ -109,7 +161,7 @@ def sync_day(
     new = sum(1 for s in stale if s.recording_id not in stored)
     return DaySync(
         day=day, path=path, rows=len(ordered), bytes_written=size, new=new, changed=len(stale) - new,
-        marked_deleted=marked, detail_calls=len(stale), listing=listing,
+        marked_deleted=marked, detail_calls=len(calls), listing=listing, details_from_webhook=len(from_webhook),
         rows_by_status=dict(Counter("deleted" if r["deleted_at"] else r["status"] for r in ordered)),
     )
 
