@@ -57,6 +57,7 @@ def expected_rows(emu, day: date) -> dict[str, dict]:
             "file_format": rec.file_format, "bitrate": rec.bitrate, "sample_rate": rec.sample_rate,
             "channels": rec.channels, "completed_at": rec.finished_at if detail["completed_at"] else None,
             "expires_at": rec.expires_at, "deleted_at": None,
+            "detail_source": "api",  # no events store here: every detail is Audian's answer
         }
     return truth
 

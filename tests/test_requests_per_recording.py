@@ -30,8 +30,11 @@ from audian_pipeline.defs.resources import AudianResource, LakeResource
 from audian_pipeline.emulator.account import RecordingRecord, iso
 from audian_pipeline.emulator.server import RunningEmulator
 from audian_pipeline.lake.parquet import read_rows
+from audian_pipeline.lake.paths import warehouse_path
 from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDINGS
 from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
+from audian_pipeline.warehouse.load import load_warehouse
+from audian_pipeline.warehouse.reports import read_report
 from audian_pipeline.webhooks.receiver import create_app
 from audian_pipeline.webhooks.store import open_event_store
 
@@ -166,6 +169,12 @@ def test_recordings_whose_webhook_has_not_arrived_get_a_detail_call_and_only_the
     assert archived(data_dir) == set(listed) - set(missing)
     meta = recordings_metadata(result)
     assert (meta["detail_calls"], meta["details_from_webhook"]) == (len(missing), len(listed) - len(missing))
+
+    # report_durations groups by channels: Audian's where the detail call gave them, else the verified file's
+    load_warehouse(data_dir, [DAY], storage_quota_bytes=10**12)
+    by_group = {(r["file_format"], r["channels"]): r["recordings"]
+                for r in read_report(warehouse_path(data_dir), "durations").records()}
+    assert by_group == dict(Counter((rec.file_format, rec.channels) for rec in listed.values()))
 
 
 # ---- an event that disagrees with the list, or lacks what the detail gives ----------------

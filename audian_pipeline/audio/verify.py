@@ -2,7 +2,10 @@
 
 A file joins the archive only with the outcome `verified`: its size is the API's `file_size`,
 its sha256 is the checksum of the `recording.completed` webhook, and it parses as the declared
-format with the API's sample rate, channels and duration (within DURATION_TOLERANCE_S). Every
+format with the API's duration (within DURATION_TOLERANCE_S), and its sample rate and channels
+where Audian's detail gave them. A recording described by its `recording.completed` webhook
+instead (`recordings.detail_source = 'webhook'`) has none to compare: the probe's own figures are
+then the recorded ones, while size, sha256, format and duration are checked all the same. Every
 other outcome says what is wrong, so a person can tell a corrupt download from a recording
 Audian has not finished describing.
 """
@@ -15,7 +18,8 @@ from pathlib import Path
 from audian_pipeline.audio.probe import DURATION_TOLERANCE_S, AudioProbe, NotAudio, probe
 
 OUTCOMES = {
-    "verified": "size, sha256, format, sample rate, channels and duration all agree; archived",
+    "verified": "size, sha256, format, duration (and sample rate and channels where Audian gave them) all "
+                "agree; archived",
     "no_checksum_yet": "everything else agrees, but no recording.completed webhook has brought the "
                        "checksum yet; kept aside and verified on a later run, never trusted",
     "checksum_mismatch": "the bytes differ from the webhook's sha256 (corrupted in transit or at rest)",
