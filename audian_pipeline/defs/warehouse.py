@@ -56,12 +56,16 @@ def _load_metadata(result: LoadResult, run_days: list[date]) -> dict:
         **run_metadata(run_days),
         "path": dg.MetadataValue.path(str(result.path)),
         "full_rebuild": result.full_rebuild,
+        "published_by": result.published_by,  # catch-up (O(days loaded)) or copy (O(warehouse), copy_reason)
+        "bytes_copied": dg.MetadataValue.int(result.bytes_copied),
         "seconds": round(result.seconds, 3),
         "file_bytes": dg.MetadataValue.int(result.bytes),
         "as_of": result.as_of.isoformat() if result.as_of else None,
     }
     if result.rebuild_reason:
         meta["rebuild_reason"] = result.rebuild_reason
+    if result.copy_reason:
+        meta["copy_reason"] = result.copy_reason
     for table in TABLES:
         meta[f"warehouse_rows_{table}"] = dg.MetadataValue.int(result.rows_by_table[table])
     loaded_days = sorted({d for per_day in result.loaded_rows.values() for d in per_day})

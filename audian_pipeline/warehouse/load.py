@@ -131,6 +131,11 @@ class LoadResult:
     seconds: float = 0.0
     bytes: int = 0
     as_of: datetime | None = None
+    published_by: str = "copy"
+    """"catch-up": a spare build was brought up to date in place (O(days loaded)); "copy": the loader's
+    copy was copied whole into a new build (O(warehouse)), for `copy_reason`."""
+    copy_reason: str | None = None
+    bytes_copied: int = 0
 
 
 def table_ddl_files(sql_dir: Path = SQL_DIR) -> list[Path]:
@@ -207,6 +212,7 @@ def load_warehouse(
                 else:
                     loaded_days = wanted_days or []
                     loaded = _load_days(con, store, loaded_days, show_phone_numbers)
+                ledger = _log_load(con, [] if reason is not None else loaded_days)
                 counts = _finish(con, settings, version, sql_dir)
             fsync_path(work)
             if work != base:
@@ -216,11 +222,12 @@ def load_warehouse(
             if work != base:
                 work.unlink(missing_ok=True)
                 _wal(work).unlink(missing_ok=True)
-        _publish_build(base, target)
+        published = _publish_build(base, target, ledger, (version, show_phone_numbers), sql_dir)
     return LoadResult(
         path=target, days=loaded_days, full_rebuild=reason is not None, rebuild_reason=reason,
         rows_by_table=counts, loaded_rows=loaded, seconds=time.monotonic() - started,
-        bytes=target.stat().st_size, as_of=as_of,
+        bytes=target.stat().st_size, as_of=as_of, published_by=published.by,
+        copy_reason=published.copy_reason, bytes_copied=published.bytes_copied,
     )
 
 
@@ -303,24 +310,239 @@ def _rebuild_reason(base: Path, version: str, show_phone_numbers: bool) -> str |
     return None
 
 
-def _publish_build(base: Path, target: Path) -> None:
-    """Copy `base` into a new build directory and swap the `warehouse.duckdb` link onto it."""
-    previous = _current_build(target)
-    build = base.parent / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+@dataclass(frozen=True)
+class _BuildRecord:
+    """What the ledger in `base.duckdb` knows of one build directory."""
+
+    seq: int
+    """The last load the build reflects (for the current build of a crashed load: when it was linked)."""
+    identity: str | None
+    """`_identity` of its file right after the loader closed it; None: never to be reused."""
+
+
+@dataclass
+class _Ledger:
+    """The loader's bookkeeping in `base.duckdb`, read inside the load's own transaction."""
+
+    seq: int
+    """This load's sequence number."""
+    logged_after: int
+    """`log` holds the days of every load after this one: a build of an older seq cannot catch up."""
+    log: list[tuple[int, date]]
+    builds: dict[str, _BuildRecord]
+
+
+@dataclass(frozen=True)
+class _Published:
+    by: str
+    copy_reason: str | None
+    bytes_copied: int
+
+
+LEDGER_DDL = """
+CREATE SCHEMA IF NOT EXISTS loader;
+CREATE TABLE IF NOT EXISTS loader.state (load_seq BIGINT NOT NULL, logged_after BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS loader.loads (load_seq BIGINT NOT NULL, partition_date DATE NOT NULL);
+CREATE TABLE IF NOT EXISTS loader.builds (build VARCHAR NOT NULL, load_seq BIGINT NOT NULL, identity VARCHAR);
+"""
+"""Only in `base.duckdb` (dropped from every copy): so a full rebuild, a fresh file, forgets every build of
+the warehouse it replaces, and no build of another generation is ever caught up from it."""
+
+
+def _log_load(con: duckdb.DuckDBPyConnection, days: list[date]) -> _Ledger:
+    """Number this load and log the days it replaced, in the load's transaction: a build can be caught
+    up exactly when the data and the log say the same thing."""
+    con.execute(LEDGER_DDL)
+    row = con.execute("SELECT load_seq, logged_after FROM loader.state").fetchone()
+    if row is None:  # a fresh file: nothing before it can be caught up
+        seq, logged_after = 1, 1
+        con.execute("INSERT INTO loader.state VALUES (?, ?)", [seq, logged_after])
+    else:
+        seq, logged_after = row[0] + 1, row[1]
+        con.execute("UPDATE loader.state SET load_seq = ?", [seq])
+    if days:
+        con.executemany("INSERT INTO loader.loads VALUES (?, ?)", [[seq, day] for day in days])
+    log = con.execute("SELECT load_seq, partition_date FROM loader.loads WHERE load_seq > ?", [logged_after]).fetchall()
+    builds = {name: _BuildRecord(build_seq, identity)
+              for name, build_seq, identity in con.execute("SELECT * FROM loader.builds").fetchall()}
+    return _Ledger(seq, logged_after, [(n, d) for n, d in log], builds)
+
+
+def _publish_build(base: Path, target: Path, ledger: _Ledger, expected: tuple[str, bool], sql_dir: Path) -> _Published:
+    """Bring a spare build up to date (or copy `base` into a new one), then swap the link onto it.
+
+    Never written: the build the link points at, the one it pointed at before, and any build a
+    session holds. The new build is renamed to a fresh name before the swap, so a reader who resolved
+    the link to a spare long ago finds no file rather than a changed one."""
+    directory = base.parent
+    current = _current_build(target)
+    spares, junk = _sort_builds(directory, target.name, ledger.builds, ledger.logged_after,
+                                exclude={current, _previous_build(directory, ledger.builds, current)})
+    _discard(junk, target.name)
+    build = directory / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     published = build / target.name  # DuckDB names the catalog after the file: `warehouse`, as before
+    why_copy: str | None = "no spare build to catch up yet"
+    if spares:
+        why_copy = _catch_up_spare(spares[0], build, published, base, ledger, expected, sql_dir)
     try:
-        build.mkdir()
-        shutil.copyfile(base, published)
+        if why_copy is not None:
+            build.mkdir()
+            shutil.copyfile(base, published)
+            _strip_ledger(published)
         fsync_path(published)
         fsync_path(build)
+        fsync_path(directory)
+        identity = _identity(published)
         link = temp_path_for(target)
         os.symlink(published.relative_to(target.parent), link)
     except BaseException:
-        shutil.rmtree(build, ignore_errors=True)  # frees the space a full disk needs back
+        shutil.rmtree(build, ignore_errors=True)  # frees the space a full disk needs back; never linked
         raise
     publish(link, target)
     _wal(target).unlink(missing_ok=True)  # only a plain-file warehouse of before the link had one
-    _remove_old_builds(base.parent, target.name, keep={build, previous})
+    _keep_one_spare(base, target.name, ledger, build, current, identity)
+    if why_copy is not None:
+        log.info("warehouse published by copying the loader's copy: %s", why_copy)
+    return _Published("copy" if why_copy else "catch-up", why_copy,
+                      published.stat().st_size if why_copy else 0)
+
+
+def _catch_up_spare(spare: Path, build: Path, published: Path, base: Path, ledger: _Ledger,
+                    expected: tuple[str, bool], sql_dir: Path) -> str | None:
+    """Catch `spare` up and rename it to `build`; or why it could not be (it is then discarded)."""
+    database = spare / published.name
+    try:
+        why = _catch_up(database, base, ledger, ledger.builds[spare.name].seq, expected, sql_dir)
+        if why is None:
+            fsync_path(database)
+    except BaseException:
+        _discard([spare], published.name)  # half caught up (DuckDB rolls the transaction back): never published
+        raise
+    if why is not None:
+        _discard([spare], published.name)
+        return why
+    os.rename(spare, build)
+    return None
+
+
+def _catch_up(database: Path, base: Path, ledger: _Ledger, since: int, expected: tuple[str, bool],
+              sql_dir: Path) -> str | None:
+    """Replace in `database` every day logged after load `since` with base's rows of that day, in one
+    transaction, then the settings row and the views; COMMIT, CHECKPOINT. Or why the build cannot be."""
+    days = sorted({day for seq, day in ledger.log if seq > since})
+    try:
+        con = _connect(database)  # fails if a session took the build since `_held` looked
+    except duckdb.Error as exc:
+        if _disk_errno(exc) is not None:
+            raise
+        return f"the spare build could not be opened ({type(exc).__name__})"
+    with contextlib.closing(con):
+        why = _build_mismatch(con, expected)
+        if why is not None:
+            return why
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"ATTACH '{str(base).replace(chr(39), chr(39) * 2)}' AS base (READ_ONLY)")
+        con.execute("BEGIN TRANSACTION")
+        for day in days:
+            for table in (*TABLES, "warehouse_partitions"):
+                con.execute(f"DELETE FROM {table} WHERE partition_date = ?", [day])
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM base.main.{table} WHERE partition_date = ?",
+                            [day])
+        con.execute("DELETE FROM pipeline_settings")
+        con.execute("INSERT INTO pipeline_settings BY NAME SELECT * FROM base.main.pipeline_settings")
+        for view in report_files(sql_dir):
+            con.execute(view.read_text())
+        con.execute("COMMIT")
+        con.execute("DETACH base")
+        con.execute("CHECKPOINT")
+    return None
+
+
+def _build_mismatch(con: duckdb.DuckDBPyConnection, expected: tuple[str, bool]) -> str | None:
+    """Why a build cannot take base's days (built from other DDL, numbers masked otherwise, another
+    storage format), or None. The ledger already forgets builds of an older base; this is the check
+    on the file itself."""
+    row = con.execute("SELECT schema_version, show_phone_numbers FROM pipeline_settings").fetchone()
+    if row is None or (row[0], row[1]) != expected:
+        return "the spare build has other table DDL or phone-number masking"
+    if _storage_tag(con) != _wanted_storage_tag():
+        return "the spare build is in another storage version"
+    return None
+
+
+def _strip_ledger(database: Path) -> None:
+    """The loader's bookkeeping is base's alone: analysts never see it, and no build carries a stale one."""
+    with contextlib.closing(_connect(database)) as con:
+        con.execute("DROP SCHEMA IF EXISTS loader CASCADE")
+        con.execute("CHECKPOINT")
+
+
+def _identity(database: Path) -> str | None:
+    """The file as the loader left it: inode, size, mtime and a hash of DuckDB's headers (every
+    checkpoint rewrites one with a new iteration count, whatever the clock's resolution). A session
+    that wrote since changed one of them or left a WAL (`_sort_builds` checks that). None: no file."""
+    try:
+        stat = database.stat()
+        with database.open("rb") as file:
+            headers = hashlib.sha256(file.read(3 * 4096)).hexdigest()[:16]
+    except FileNotFoundError:
+        return None
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{headers}"
+
+
+def _previous_build(directory: Path, records: dict[str, _BuildRecord], current: Path | None) -> Path | None:
+    """The build the link pointed at before `current`: the newest the ledger knows but the current one."""
+    known = [(record.seq, name) for name, record in records.items() if directory / name != current]
+    return directory / max(known)[1] if known else None
+
+
+def _sort_builds(directory: Path, file_name: str, records: dict[str, _BuildRecord], logged_after: int,
+                 exclude: set[Path | None]) -> tuple[list[Path], list[Path]]:
+    """(builds that can be caught up, newest first; builds to remove). Held builds are in neither:
+    never written, removed once released."""
+    reusable: list[Path] = []
+    junk: list[Path] = []
+    for build in sorted(directory.iterdir()):
+        if not _BUILD.match(build.name) or build in exclude or _held(build / file_name):
+            continue
+        record = records.get(build.name)
+        fit = (record is not None and record.identity is not None and record.seq >= logged_after
+               and not _wal(build / file_name).exists() and _identity(build / file_name) == record.identity)
+        (reusable if fit else junk).append(build)
+    reusable.sort(key=lambda build: records[build.name].seq, reverse=True)
+    return reusable, junk
+
+
+def _discard(builds: list[Path], file_name: str) -> None:
+    """Remove builds no session holds (an analyst's killed session's WAL goes with its build)."""
+    for build in builds:
+        if not _held(build / file_name):
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def _keep_one_spare(base: Path, file_name: str, ledger: _Ledger, build: Path, previous: Path | None,
+                    identity: str | None) -> None:
+    """After the swap: keep the new build, the one it replaced and the best spare; remove the rest
+    nobody holds; record what is kept in base's ledger, and drop the log no kept build needs."""
+    directory = base.parent
+    records = dict(ledger.builds)
+    records[build.name] = _BuildRecord(ledger.seq, identity)
+    if previous is not None and previous.name not in records:  # linked by a load killed before it recorded it
+        records[previous.name] = _BuildRecord(ledger.seq - 1, None)
+    spares, junk = _sort_builds(directory, file_name, records, ledger.logged_after, exclude={build, previous})
+    _discard(junk + spares[1:], file_name)
+    kept = {build.name, *(b.name for b in (previous, *spares[:1]) if b is not None)}
+    kept_records = {name: record for name, record in records.items() if name in kept}
+    floor = min((record.seq for record in kept_records.values() if record.identity is not None), default=ledger.seq)
+    with contextlib.closing(_connect(base)) as con:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM loader.builds")
+        con.executemany("INSERT INTO loader.builds VALUES (?, ?, ?)",
+                        [[name, record.seq, record.identity] for name, record in kept_records.items()])
+        con.execute("UPDATE loader.state SET logged_after = ?", [floor])
+        con.execute("DELETE FROM loader.loads WHERE load_seq <= ?", [floor])
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
 
 
 def _current_build(target: Path) -> Path | None:
@@ -328,15 +550,6 @@ def _current_build(target: Path) -> Path | None:
     if not target.is_symlink():
         return None
     return (target.parent / os.readlink(target)).parent
-
-
-def _remove_old_builds(directory: Path, file_name: str, keep: set[Path | None]) -> None:
-    """Every build directory no DuckDB session holds, but those in `keep`.
-
-    A killed read-write session's WAL goes with its build: DuckDB released the lock with it."""
-    for build in directory.iterdir():
-        if _BUILD.match(build.name) and build not in keep and not _held(build / file_name):
-            shutil.rmtree(build, ignore_errors=True)
 
 
 def _held(database: Path) -> bool:

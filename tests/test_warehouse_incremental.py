@@ -1,0 +1,138 @@
+"""A one-day warehouse load costs one day, not the whole warehouse: the loader brings a spare build
+up to date in place (catch-up) instead of copying its private copy into a new build each time.
+
+Real DuckDB files, a real Parquet lake, analysts in real second processes. Each published warehouse
+is compared, table by table and view by view, with a full rebuild of the same lake in another
+directory: reusing builds must never make the warehouse anything but a function of the lake."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from benchmarks.bench_warehouse import write_synthetic_lake
+
+from audian_pipeline.lake.paths import warehouse_path
+from audian_pipeline.storage import lake_at
+from audian_pipeline.warehouse.load import TABLES, report_files
+
+from test_warehouse import AS_OF, load
+from test_warehouse_hardening import Analyst
+
+DAYS = [date(2026, 11, 1) + timedelta(days=i) for i in range(10)]
+PER_DAY = 40
+
+
+def snapshot(path: Path) -> dict[str, list]:
+    """Every table and report view of a warehouse file, rows sorted; the wall-clock `loaded_at` left out."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        names = con.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+                            "WHERE database_name = current_database() ORDER BY 1").fetchall()
+        rows = {"tables": names}
+        for table in [*TABLES, "warehouse_partitions", "pipeline_settings"]:
+            exclude = " EXCLUDE (loaded_at)" if table in ("warehouse_partitions", "pipeline_settings") else ""
+            rows[table] = con.execute(f"SELECT *{exclude} FROM {table} ORDER BY ALL").fetchall()
+        for view in report_files():
+            rows[view.stem] = con.execute(f"SELECT * FROM {view.stem} ORDER BY ALL").fetchall()
+    return rows
+
+
+def rebuilt_from_the_lake(data_dir: Path, scratch: Path, **options) -> dict[str, list]:
+    """What a full rebuild of the same lake, in a warehouse of its own, holds."""
+    scratch.mkdir()
+    load(scratch, None, lake=lake_at(data_dir), **options)
+    return snapshot(warehouse_path(scratch))
+
+
+def published_identity(data_dir: Path) -> tuple[int, int]:
+    stat = os.stat(warehouse_path(data_dir))  # follows the link to the published build's file
+    return stat.st_dev, stat.st_ino
+
+
+def one_day(data_dir: Path, day: date, seed: int, **options):
+    write_synthetic_lake(data_dir, [day], PER_DAY, seed=seed)
+    return load(data_dir, [day], **options)
+
+
+@pytest.fixture(name="history")
+def history_fixture(data_dir: Path) -> Path:
+    """Three days of lake, loaded in full: the first published build."""
+    write_synthetic_lake(data_dir, DAYS[:3], PER_DAY)
+    assert load(data_dir).full_rebuild
+    return data_dir
+
+
+def test_from_the_third_one_day_load_on_a_spare_build_is_caught_up_and_equals_a_full_rebuild(history, tmp_path):
+    files = {published_identity(history)}
+    for n, day in enumerate(DAYS[3:8]):
+        as_of = AS_OF + timedelta(hours=n)
+        result = one_day(history, day, seed=10 + n, as_of=as_of)
+        identity = published_identity(history)
+        if n < 2:  # the current and the previous build may be read: no spare to reuse yet
+            assert result.published_by == "copy" and result.bytes_copied > 0
+            assert identity not in files
+        else:
+            assert result.published_by == "catch-up" and result.bytes_copied == 0, result.copy_reason
+            assert identity in files  # the same file as a build published before, brought up to date
+        files.add(identity)
+        assert snapshot(warehouse_path(history)) == rebuilt_from_the_lake(history, tmp_path / f"rebuild-{n}",
+                                                                          as_of=as_of)
+    write_synthetic_lake(history, [DAYS[1]], PER_DAY + 7, seed=99)  # a re-run of an old day changes it
+    write_synthetic_lake(history, [DAYS[8]], PER_DAY, seed=98)
+    result = load(history, [DAYS[1], DAYS[8]], as_of=AS_OF)
+    assert result.published_by == "catch-up"
+    assert snapshot(warehouse_path(history)) == rebuilt_from_the_lake(history, tmp_path / "rebuild-rerun")
+
+
+@pytest.mark.parametrize("analyst_leaves", ["closed", "killed"])
+def test_a_build_an_analyst_wrote_into_is_not_reused(history, tmp_path, analyst_leaves):
+    written = warehouse_path(history).resolve()
+    analyst = Analyst(warehouse_path(history))  # read-write, the DuckDB CLI's default
+    analyst.run("DELETE FROM recordings WHERE duration > 100")
+    analyst.run("CREATE TABLE my_notes AS SELECT 42 AS answer")
+    if analyst_leaves == "closed":
+        analyst.close()  # checkpoints the changes into the build's file
+    else:
+        analyst.kill()  # leaves the changes in the build's WAL
+    for n, day in enumerate(DAYS[3:6]):
+        result = one_day(history, day, seed=10 + n)
+    assert result.published_by == "copy", "the written build was the only spare: it must be copied afresh"
+    assert not written.exists()
+    assert snapshot(warehouse_path(history)) == rebuilt_from_the_lake(history, tmp_path / "rebuild")
+    assert one_day(history, DAYS[6], seed=20).published_by == "catch-up"
+    assert snapshot(warehouse_path(history)) == rebuilt_from_the_lake(history, tmp_path / "rebuild-next")
+
+
+def test_a_spare_build_held_open_read_only_is_skipped_and_never_written(history, tmp_path):
+    held = warehouse_path(history).resolve()
+    reader = Analyst(warehouse_path(history), "read_only")
+    try:
+        before = reader.run("SELECT count(*), sum(duration) FROM recordings")
+        stat = held.stat()
+        for n, day in enumerate(DAYS[3:6]):
+            result = one_day(history, day, seed=10 + n)
+        assert result.published_by == "copy"  # the only spare is held
+        assert (held.stat().st_size, held.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        assert reader.run("SELECT count(*), sum(duration) FROM recordings") == before
+    finally:
+        reader.close()
+    assert one_day(history, DAYS[6], seed=20).published_by == "catch-up"
+    assert snapshot(warehouse_path(history)) == rebuilt_from_the_lake(history, tmp_path / "rebuild")
+
+
+def test_after_a_full_rebuild_the_spares_of_the_old_warehouse_are_not_reused(history, tmp_path):
+    for n, day in enumerate(DAYS[3:6]):
+        assert one_day(history, day, seed=10 + n).published_by == ("catch-up" if n == 2 else "copy")
+    rebuilt = one_day(history, DAYS[6], seed=20, show_phone_numbers=True)  # AUDIAN_SHOW_PHONE_NUMBERS changed
+    assert rebuilt.full_rebuild and rebuilt.published_by == "copy"
+    for n, day in enumerate(DAYS[7:10]):
+        result = one_day(history, day, seed=30 + n, show_phone_numbers=True)
+        assert result.published_by == ("catch-up" if n == 2 else "copy"), (n, result.copy_reason)
+        assert snapshot(warehouse_path(history)) == rebuilt_from_the_lake(
+            history, tmp_path / f"rebuild-{n}", show_phone_numbers=True)
+    shown = snapshot(warehouse_path(history))["calls"]
+    assert shown and all(row[1].startswith("+1555") for row in shown)
