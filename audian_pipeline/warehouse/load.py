@@ -5,7 +5,7 @@ read-only ("Could not set lock"), and analysts keep the warehouse open in the Du
 notebook while the schedule runs. So the loader never opens what it publishes. The layout:
 
     warehouse.duckdb -> .warehouse/<build>/warehouse.duckdb   a symlink, the path analysts open
-    .warehouse/<build>/warehouse.duckdb                       one directory per published load
+    .warehouse/<build>/warehouse.duckdb                       a build: ~3 rotate, named when last published
     .warehouse/base.duckdb                                    the loader's own copy, opened by no one else
     .warehouse.lock                                           loads take turns on this flock
 
@@ -23,22 +23,43 @@ Each load:
 2. in ONE explicit transaction on `base.duckdb` (or on a fresh file when a full rebuild is due),
    for every day of the run and every table: `DELETE ... WHERE partition_date = day` then
    `INSERT ... SELECT` from that day's Parquet file, then the settings row and the views from
-   `sql/reports/`; COMMIT, CHECKPOINT, close, fsync;
-3. copies `base.duckdb` into a new build directory, points a new symlink at it and renames that
-   over `warehouse.duckdb`, then fsyncs the directory;
-4. removes the builds that nobody holds open any more (DuckDB holds an fcntl lock on a file for
-   as long as a session has it open), except the one it just replaced: a reader may have
-   resolved the link to it a moment before the swap.
+   `sql/reports/`, and in base's ledger (schema `loader`, base's alone) the load's sequence number and
+   the days it replaced; COMMIT, CHECKPOINT, close, fsync;
+3. picks a spare build: not the one the link points at, not the one it pointed at before (a reader
+   may have resolved the link a moment before the last swap), not one a DuckDB session holds (DuckDB
+   holds an fcntl lock on a file for as long as a session has it open), and unchanged since the loader
+   closed it (see below). It opens the spare, attaches `base.duckdb` read-only and, in one
+   transaction, replaces every day the ledger logged since the spare was last published with base's
+   rows of that day (each table and `warehouse_partitions`), then the settings row and the views;
+   COMMIT, CHECKPOINT, fsync. That is the catch-up: its cost is the days of the last ~3 loads, not
+   the warehouse. Without a fit spare it copies `base.duckdb` into a new build instead (and drops
+   the ledger from the copy);
+4. renames the build's directory to a fresh name (when it is published), points a new symlink at it
+   and renames that over `warehouse.duckdb`, then fsyncs the directory;
+5. keeps the new build, the one it replaced and one spare (the most recent); removes the other
+   builds nobody holds; records in base's ledger each kept build's load and the identity of its file
+   as the loader left it (inode, size, mtime and a hash of DuckDB's headers, which every checkpoint
+   rewrites), and drops the log no kept build needs any more.
+
+A spare is copied afresh, not caught up (rare, O(warehouse)): while fewer than three builds exist
+(the first loads), after a full rebuild (a fresh `base.duckdb` has an empty ledger, so it knows no
+build of the warehouse it replaced: the generation is the file), when the spare's settings row or
+storage version differ from base's, when it cannot be opened, and when anyone wrote into it since the
+loader closed it: its file's identity differs or a `.wal` lies beside it. `LoadResult.published_by`
+says which (`catch-up` or `copy`, with `copy_reason` and `bytes_copied`), as does the asset's metadata.
 
 What that buys:
 - An analyst's open session keeps the build it opened, whole, read-only or read-write; a session
   opened after the swap sees the whole new load. The load is never blocked by an analyst, and
   never breaks their session, even one that writes after the swap or is killed.
 - Whatever an analyst writes, even checkpointed into the file, never reaches the next load: the
-  loader builds on its own copy, so the warehouse stays a function of the lake.
+  loader builds on its own copy, and a build anyone wrote into is never caught up, only replaced
+  by a copy, so the warehouse stays a function of the lake.
 - A re-run of a day replaces exactly that day's rows (no doubles, no losses); a crash or a
   SIGKILL at any point leaves the published warehouse untouched; DuckDB's own recovery rolls an
-  unfinished transaction on `base.duckdb` back at the next load.
+  unfinished transaction on `base.duckdb` back at the next load. A spare killed half caught up is
+  never published: the link moves only after its COMMIT, CHECKPOINT and fsync, and its changed
+  identity makes the next load discard it.
 - A full disk fails the load with the lake's one-line `DataDirError`, the warehouse unchanged.
 - The warehouse is a pure function of the lake: a full rebuild (a fresh file, each table one
   `INSERT ... SELECT` over `read_parquet('lake/<table>/date=*/data.parquet')`) happens when
@@ -48,11 +69,13 @@ What that buys:
   request. The benchmark shows a full rebuild of 30 days x 2,000 recordings takes well under a
   second, so the fallback is cheap.
 
-Costs, on purpose: each load copies the file (a few MB per 100k recordings), the loader's copy
-doubles the disk the warehouse takes, and an analyst holding a build open for days keeps that
-build on disk until they close it. Whatever an analyst writes into the file is lost at the next
-load: open it with `duckdb -readonly`, which also lets the pipeline's report steps read the build
-at the same time (a read-write session locks every other process out of the build it holds).
+Costs, on purpose: a one-day load writes that day twice (into `base.duckdb`, then into the
+spare with the two or so days it missed), whatever the warehouse's size; a copy of the whole file
+only in the cases above. The disk holds about four warehouses: the loader's copy and up to three
+builds, plus any build an analyst holds open (kept, never written, until they close it). Whatever
+an analyst writes into the file is lost at the next load: open it with `duckdb -readonly`, which
+also lets the pipeline's report steps read the build at the same time (a read-write session locks
+every other process out of the build it holds).
 
 Phone numbers in `calls` are personal data: the load stores them masked with the warehouse
 macro `mask_phone` ('***-***-' || last four digits) unless `show_phone_numbers` is set
