@@ -11,11 +11,21 @@ directory, then times:
   query, close), and the same durations aggregate run by DuckDB straight over
   `read_parquet('lake/recordings/*/*.parquet')` with no warehouse at all.
 Figures are the best of `--repeat` runs.
+
+`--history 30,90,180` instead times a one-day load on warehouses of growing history (same rows a
+day): the lake grows to each size in turn, then one-day loads cycle over its last three days (what
+the daily schedule does), so each publishes by catching a spare build up. The baseline, measured in
+the same run on the same file, is copying the loader's `base.duckdb` whole and fsyncing it: what
+every load paid before builds were reused, and what a load still pays when it must copy.
+`--quick` is a short sanity run (10, 30, 60 days x 500 recordings).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -27,10 +37,11 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from audian_pipeline.lake.files import fsync_path  # noqa: E402
 from audian_pipeline.lake.parquet import write_partition  # noqa: E402
 from audian_pipeline.lake.paths import warehouse_path  # noqa: E402
 from audian_pipeline.lake.tables import TABLES  # noqa: E402
-from audian_pipeline.warehouse.load import load_warehouse  # noqa: E402
+from audian_pipeline.warehouse.load import BASE_NAME, builds_dir, load_warehouse  # noqa: E402
 from audian_pipeline.warehouse.reports import REPORTS, read_report  # noqa: E402
 
 FORMATS = np.array(["mp3", "wav", "opus"])
@@ -149,12 +160,69 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
     return best, value
 
 
+def one_day_load_by_history(histories: list[int], per_day: int, repeat: int = 3) -> list[dict]:
+    """For each history (days in the warehouse, growing in one lake): the one-day load's time (median
+    of `3 * repeat` loads cycling over the last three days) beside copying `base.duckdb` whole."""
+    as_of = datetime(2027, 1, 1, tzinfo=timezone.utc)
+    first = date(2026, 1, 1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        written = 0
+        for history in sorted(histories):
+            days = [first + timedelta(days=i) for i in range(history)]
+            write_synthetic_lake(data_dir, days[written:], per_day, seed=written + 1, now=as_of)
+            load_warehouse(data_dir, days[written:] if written else None, storage_quota_bytes=10**12, as_of=as_of)
+            written = history
+            for day in days[-3:]:  # three builds in rotation before timing
+                load_warehouse(data_dir, [day], storage_quota_bytes=10**12, as_of=as_of)
+            loads, ways = [], set()
+            for n in range(3 * repeat):
+                started = time.perf_counter()
+                result = load_warehouse(data_dir, [days[-3 + n % 3]], storage_quota_bytes=10**12, as_of=as_of)
+                loads.append(time.perf_counter() - started)
+                ways.add(result.published_by)
+            rows.append({"days": history, "rows_per_day": per_day, "file_mb": result.bytes / 1e6,
+                         "one_day_load_s": statistics.median(loads), "published_by": sorted(ways),
+                         "copy_s": statistics.median(_copy_base(data_dir) for _ in range(repeat))})
+    return rows
+
+
+def _copy_base(data_dir: Path) -> float:
+    """Seconds to copy the loader's copy whole into a new file and fsync it (the old publish step)."""
+    copy = builds_dir(data_dir) / "bench-copy.duckdb"
+    started = time.perf_counter()
+    shutil.copyfile(builds_dir(data_dir) / BASE_NAME, copy)
+    fsync_path(copy)
+    seconds = time.perf_counter() - started
+    os.unlink(copy)
+    return seconds
+
+
+def print_history(rows: list[dict]) -> None:
+    print(f"one-day load by history ({rows[0]['rows_per_day']:,} recordings a day; median of the loads)")
+    print(f"  {'days':>5} {'warehouse':>10} {'one-day load':>13} {'copy base (before)':>19}  published by")
+    for row in rows:
+        print(f"  {row['days']:>5} {row['file_mb']:>7.1f} MB {row['one_day_load_s'] * 1000:>10.1f} ms "
+              f"{row['copy_s'] * 1000:>16.1f} ms  {', '.join(row['published_by'])}")
+    ratio = rows[-1]["one_day_load_s"] / rows[0]["one_day_load_s"]
+    grown = rows[-1]["file_mb"] / rows[0]["file_mb"]
+    print(f"  warehouse grew {grown:.1f}x, the one-day load {ratio:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=30, help="days of lake partitions (default 30)")
     parser.add_argument("--per-day", type=int, default=2000, help="recordings per day (default 2000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure, best kept (default 3)")
+    parser.add_argument("--history", type=lambda text: [int(n) for n in text.split(",")],
+                        help="time a one-day load on warehouses of these many days, e.g. 30,90,180")
+    parser.add_argument("--quick", action="store_true", help="with --history: 10,30,60 days x 500 recordings")
     args = parser.parse_args(argv)
+    if args.history or args.quick:
+        print_history(one_day_load_by_history(args.history or [10, 30, 60], 500 if args.quick else args.per_day,
+                                              args.repeat))
+        return 0
 
     last = date(2026, 11, 20)
     days = [last - timedelta(days=i) for i in range(args.days)][::-1]
