@@ -19,6 +19,9 @@ Sections (each a function `bench_<key>(bench) -> Section`, listed in SECTIONS; 6
    the pipeline's receiver in this process, so every file is checked against a real checksum.
 4. speech: `audio.speech.analyse` in audio seconds per CPU second vs decoding the same file
    alone, per format, and the peak memory of each on an hour-long file (bench_speech.py).
+7. scale: one day's `audian-pipeline run` on accounts of 2,000 / 10,000 / 50,000 recordings a day
+   (30 days retained; --quick: smaller), per stage and per recording, API requests per archived
+   recording, the one-day warehouse load, and a capacity model for a million a day (bench_scale.py).
 
 To add a section, write a function like those below and append it to SECTIONS; the report,
 the JSON file and the goal summary (exit status 1 on a failed goal with --strict) pick it up.
@@ -1408,6 +1411,13 @@ def bench_encryption(bench: Bench) -> Section:
     return section
 
 
+def bench_scale(bench: Bench) -> Section:
+    """One day's run at three account sizes, per stage and per recording (bench_scale.py)."""
+    from tests.benchmarks import bench_scale as scale
+
+    return scale.bench_scale(bench.workdir, bench.profile, bench.api_key)
+
+
 SECTIONS: list[tuple[str, Callable[[Bench], Section]]] = [
     ("foundation", bench_foundation),
     ("recordings_index", bench_recordings_index),
@@ -1415,6 +1425,7 @@ SECTIONS: list[tuple[str, Callable[[Bench], Section]]] = [
     ("speech", bench_speech),
     ("encryption", bench_encryption),
     ("object_storage", bench_object_storage),
+    ("scale", bench_scale),
 ]
 
 
