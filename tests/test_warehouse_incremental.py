@@ -8,6 +8,9 @@ directory: reusing builds must never make the warehouse anything but a function 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -136,3 +139,42 @@ def test_after_a_full_rebuild_the_spares_of_the_old_warehouse_are_not_reused(his
             history, tmp_path / f"rebuild-{n}", show_phone_numbers=True)
     shown = snapshot(warehouse_path(history))["calls"]
     assert shown and all(row[1].startswith("+1555") for row in shown)
+
+
+KILLED_LOADER = r"""
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from audian_pipeline.warehouse.load import load_warehouse
+days = [date.fromisoformat(day) for day in sys.argv[2:]]
+print("loading", flush=True)
+load_warehouse(Path(sys.argv[1]), days, storage_quota_bytes=30_000_000,
+               as_of=datetime(2026, 10, 28, 12, tzinfo=timezone.utc))
+print("finished", flush=True)
+"""
+
+
+def test_a_loader_killed_while_catching_a_spare_up_never_publishes_half_of_it(history, tmp_path):
+    """SIGKILL at several points of loads that each catch a spare up (base's transaction, the spare's,
+    the swap, the ledger): readers see the previous load or the whole new one, and the next load
+    publishes what a full rebuild of the lake gives."""
+    for n, day in enumerate(DAYS[3:6]):
+        one_day(history, day, seed=10 + n)
+    write_synthetic_lake(history, DAYS[:8], 1500, seed=7)  # every day rewritten: the catch-up has work to do
+    before = snapshot(warehouse_path(history))
+    seen = []
+    for delay in (0.1, 0.25, 0.4, 0.55, 0.75, 0.9):  # base, then the spare (~0.35-0.7 s here), swap, ledger
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_LOADER, str(history), *map(str, DAYS[:8])],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "loading\n"
+        try:
+            proc.communicate(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=10)
+        seen.append(snapshot(warehouse_path(history)))  # whole and readable, whichever it is
+    result = load(history, DAYS[:8])
+    after = rebuilt_from_the_lake(history, tmp_path / "rebuild")
+    assert snapshot(warehouse_path(history)) == after
+    assert all(state in (before, after) for state in seen)
+    assert result.published_by in ("catch-up", "copy")
