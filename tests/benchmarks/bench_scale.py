@@ -245,15 +245,15 @@ class RunFigures:
 
 
 def run_day(root: Path, data_dir: Path, emulator: EmulatorProcess, api_key: str, events: Path) -> RunFigures:
-    """`audian-pipeline run --start D --end D` in a fresh interpreter on `data_dir`, measured."""
+    """`audian-pipeline run --start D --end D` in a fresh interpreter on `data_dir`, measured; the
+    process environment is the run's only input, as for a person running the command."""
     home = root / f"dagster-home-{data_dir.name}"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(_DAGSTER_YAML)
     peak_file = root / f"peak-{data_dir.name}.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUDIAN_", "DAGSTER_"))}
     env.update(AUDIAN_API_URL=emulator.api_url, AUDIAN_API_KEY=api_key, AUDIAN_DATA_DIR=str(data_dir),
-               DAGSTER_HOME=str(home), AUDIAN_STORAGE_QUOTA_BYTES=str(QUOTA))
-    env["AUDIAN_EVENTS_DB"] = str(events)
+               AUDIAN_EVENTS_DB=str(events), DAGSTER_HOME=str(home), AUDIAN_STORAGE_QUOTA_BYTES=str(QUOTA))
     before = Counter(emulator.state().get("requests_by_kind") or {})
     log = root / f"run-{data_dir.name}.log"
     started = time.perf_counter()
