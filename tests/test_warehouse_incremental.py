@@ -8,6 +8,7 @@ directory: reusing builds must never make the warehouse anything but a function 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +21,9 @@ from benchmarks.bench_warehouse import write_synthetic_lake
 
 from audian_pipeline.lake.paths import warehouse_path
 from audian_pipeline.storage import lake_at
-from audian_pipeline.warehouse.load import TABLES, report_files
+from audian_pipeline.warehouse.load import COPY_BELOW_BYTES, SQL_DIR, TABLES, report_files
 
-from test_warehouse import AS_OF, load
+from test_warehouse import AS_OF, load as load_all_tables
 from test_warehouse_hardening import Analyst
 
 DAYS = [date(2026, 11, 1) + timedelta(days=i) for i in range(10)]
@@ -59,6 +60,12 @@ def published_identity(data_dir: Path) -> tuple[int, int]:
 def one_day(data_dir: Path, day: date, seed: int, **options):
     write_synthetic_lake(data_dir, [day], PER_DAY, seed=seed)
     return load(data_dir, [day], **options)
+
+
+def load(data_dir: Path, days=None, **options):
+    """These warehouses are far below COPY_BELOW_BYTES: catch spares up anyway, the path under test."""
+    options.setdefault("copy_below_bytes", 0)
+    return load_all_tables(data_dir, days, **options)
 
 
 @pytest.fixture(name="history")
@@ -149,7 +156,7 @@ from audian_pipeline.warehouse.load import load_warehouse
 days = [date.fromisoformat(day) for day in sys.argv[2:]]
 print("loading", flush=True)
 load_warehouse(Path(sys.argv[1]), days, storage_quota_bytes=30_000_000,
-               as_of=datetime(2026, 10, 28, 12, tzinfo=timezone.utc))
+               as_of=datetime(2026, 10, 28, 12, tzinfo=timezone.utc), copy_below_bytes=0)
 print("finished", flush=True)
 """
 
@@ -178,3 +185,28 @@ def test_a_loader_killed_while_catching_a_spare_up_never_publishes_half_of_it(hi
     assert snapshot(warehouse_path(history)) == after
     assert all(state in (before, after) for state in seen)
     assert result.published_by in ("catch-up", "copy")
+
+
+def test_a_small_warehouse_is_published_by_copy_since_copying_is_cheaper(history, tmp_path):
+    for n, day in enumerate(DAYS[3:7]):
+        write_synthetic_lake(history, [day], PER_DAY, seed=10 + n)
+        result = load_all_tables(history, [day])
+        assert result.published_by == "copy" and result.bytes_copied > 0
+        assert result.copy_reason == f"smaller than {COPY_BELOW_BYTES // 2**20} MiB: copying is cheaper"
+    assert snapshot(warehouse_path(history)) == rebuilt_from_the_lake(history, tmp_path / "rebuild")
+
+
+def test_a_report_view_changed_since_a_spare_was_built_is_made_again_when_it_is_caught_up(history, tmp_path):
+    """The loader skips a view's DDL when the view was made from the same file: a spare made from the
+    old file must still get the new one."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    for n, day in enumerate(DAYS[3:6]):
+        one_day(history, day, seed=10 + n, sql_dir=sql_dir)
+    (sql_dir / "reports" / "report_durations.sql").write_text(
+        "-- report_durations: changed\nCREATE OR REPLACE VIEW report_durations AS SELECT 42 AS answer;\n")
+    for n, day in enumerate(DAYS[6:9]):
+        result = one_day(history, day, seed=20 + n, sql_dir=sql_dir)
+        assert result.published_by == "catch-up", result.copy_reason
+        with duckdb.connect(str(warehouse_path(history)), read_only=True) as con:
+            assert con.execute("SELECT * FROM report_durations").fetchall() == [(42,)]

@@ -21,17 +21,18 @@ new directory per build, a WAL only ever sits beside the build it belongs to.
 Each load:
 1. takes an exclusive `flock` on `.warehouse.lock`, so two loads (two runs) take turns;
 2. in ONE explicit transaction on `base.duckdb` (or on a fresh file when a full rebuild is due),
-   for every day of the run and every table: `DELETE ... WHERE partition_date = day` then
-   `INSERT ... SELECT` from that day's Parquet file, then the settings row and the views from
-   `sql/reports/`, and in base's ledger (schema `loader`, base's alone) the load's sequence number and
-   the days it replaced; COMMIT, CHECKPOINT, close, fsync;
+   for every table: `DELETE ... WHERE partition_date IN (the run's days)` then `INSERT ... SELECT`
+   from each day's Parquet file, then the settings row and the views from `sql/reports/` that
+   changed, and in base's ledger (schema `loader`, base's alone) the load's sequence number and
+   the days it replaced; COMMIT (durable in base's WAL; base is checkpointed and fsynced at the end
+   of the load, and before any copy of it);
 3. picks a spare build: not the one the link points at, not the one it pointed at before (a reader
    may have resolved the link a moment before the last swap), not one a DuckDB session holds (DuckDB
    holds an fcntl lock on a file for as long as a session has it open), and unchanged since the loader
-   closed it (see below). It opens the spare, attaches `base.duckdb` read-only and, in one
-   transaction, replaces every day the ledger logged since the spare was last published with base's
-   rows of that day (each table and `warehouse_partitions`), then the settings row and the views;
-   COMMIT, CHECKPOINT, fsync. That is the catch-up: its cost is the days of the last ~3 loads, not
+   closed it (see below). It ATTACHes the spare to base's connection and, in one transaction,
+   replaces every day the ledger logged since the spare was last published with base's rows of those
+   days (each table and `warehouse_partitions`), then the settings row and the changed views;
+   COMMIT, CHECKPOINT, DETACH, fsync. That is the catch-up: its cost is the days of the last ~3 loads, not
    the warehouse. Without a fit spare it copies `base.duckdb` into a new build instead (and drops
    the ledger from the copy);
 4. renames the build's directory to a fresh name (when it is published), points a new symlink at it
@@ -44,9 +45,11 @@ Each load:
 A spare is copied afresh, not caught up (rare, O(warehouse)): while fewer than three builds exist
 (the first loads), after a full rebuild (a fresh `base.duckdb` has an empty ledger, so it knows no
 build of the warehouse it replaced: the generation is the file), when the spare's settings row or
-storage version differ from base's, when it cannot be opened, and when anyone wrote into it since the
-loader closed it: its file's identity differs or a `.wal` lies beside it. `LoadResult.published_by`
-says which (`catch-up` or `copy`, with `copy_reason` and `bytes_copied`), as does the asset's metadata.
+storage version differ from base's, when it cannot be opened, when anyone wrote into it since the
+loader closed it (its file's identity differs or a `.wal` lies beside it), and while `base.duckdb` is
+smaller than `COPY_BELOW_BYTES`, where copying is cheaper (the `copy_below_bytes` keyword overrides
+it). `LoadResult.published_by` says which (`catch-up` or `copy`, with `copy_reason` and
+`bytes_copied`), as does the asset's metadata.
 
 What that buys:
 - An analyst's open session keeps the build it opened, whole, read-only or read-write; a session
@@ -69,13 +72,18 @@ What that buys:
   request. The benchmark shows a full rebuild of 30 days x 2,000 recordings takes well under a
   second, so the fallback is cheap.
 
-Costs, on purpose: a one-day load writes that day twice (into `base.duckdb`, then into the
-spare with the two or so days it missed), whatever the warehouse's size; a copy of the whole file
-only in the cases above. The disk holds about four warehouses: the loader's copy and up to three
-builds, plus any build an analyst holds open (kept, never written, until they close it). Whatever
-an analyst writes into the file is lost at the next load: open it with `duckdb -readonly`, which
-also lets the pipeline's report steps read the build at the same time (a read-write session locks
-every other process out of the build it holds).
+Costs, measured (`bench_warehouse.py --history`, see `COPY_BELOW_BYTES`): a one-day load opens
+DuckDB once (`base.duckdb`; the spare and a fresh copy are ATTACHed to it), replaces the day with one
+DELETE per table and one INSERT per table and day, re-runs a report view's DDL only when its file
+changed (each view's comment holds the hash of the file it was made from), and checkpoints base once
+at its end. Publishing then costs, above `COPY_BELOW_BYTES`, the catch-up: the last ~3 loads' days
+written again into the spare, whatever the warehouse's size (195 ms a whole load at 18 MB, 240 ms at
+99 MB); below it, copying base whole (127 ms at 18 MB, 190 ms at 99 MB; the copy alone is ~0.8 ms a MB),
+which is cheaper there. Copies also happen in the cases above. The disk holds about four warehouses:
+the loader's copy and up to three builds, plus any build an analyst holds open (kept, never written,
+until they close it). Whatever an analyst writes into the file is lost at the next load: open it with
+`duckdb -readonly`, which also lets the pipeline's report steps read the build at the same time (a
+read-write session locks every other process out of the build it holds).
 
 Phone numbers in `calls` are personal data: the load stores them masked with the warehouse
 macro `mask_phone` ('***-***-' || last four digits) unless `show_phone_numbers` is set
@@ -131,6 +139,17 @@ and BI tools most analysts run) refuses ("Trying to read a database file with ve
 999"); `v1.4.0` files open in DuckDB 1.4 and later, 2.x included. DuckDB applies the setting when
 it creates a file and keeps an existing file's format when it reopens it, so a loader copy written
 in another format is rebuilt once (`_rebuild_reason`) rather than patched."""
+
+COPY_BELOW_BYTES = 128 * 2**20
+"""Publish by copying `base.duckdb` whole while it is smaller than this; catch a spare build up above it.
+
+Measured with `bench_warehouse.py --history 30,90,180` (2,000 recordings a day, one run, medians of
+nine one-day loads, page cache warm): whole loads took 127/170/190 ms by copy and 195/222/240 ms by
+catch-up at 18/45/99 MB. The catch-up's fixed part (a second transaction, COMMIT and CHECKPOINT in
+the spare, three days of rows) costs ~70 ms more than copying an 18 MB file; copying adds ~0.8 ms
+a MB, the catch-up ~0.5. Copying was cheaper across the measured range and the lines meet near
+300 MB; 128 MiB keeps the copy's O(warehouse) writes small and leaves larger accounts (30 days at
+10,000 a day and up) on the catch-up, whose cost follows the day."""
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +221,16 @@ def load_warehouse(
     sql_dir: Path = SQL_DIR,
     lake: Store | None = None,
     archive_retention_days: int | None = None,
+    copy_below_bytes: int = COPY_BELOW_BYTES,
 ) -> LoadResult:
     """Replace the given days' rows of every table from the lake, and publish the warehouse.
 
     `days=None` (or `rebuild=True`) rebuilds every table from the whole lake. `as_of` is the
     "now" the report views use (default: the wall clock at load time). `lake` is where the lake
     lives (AUDIAN_LAKE_URL), default `data_dir/lake`; an S3 lake is read in place through
-    DuckDB's `register_filesystem`, never copied to local disk first."""
+    DuckDB's `register_filesystem`, never copied to local disk first. `copy_below_bytes`: publish
+    by copying `base.duckdb` whole while it is smaller than this (see `COPY_BELOW_BYTES`); 0 always
+    catches a spare build up where one fits."""
     started = time.monotonic()
     data_dir = Path(data_dir)
     store = lake_at(lake or data_dir)
@@ -220,32 +242,25 @@ def load_warehouse(
     with _disk_errors(target), _loader_lock(data_dir, lock_timeout):
         _remove_stale_builds(data_dir, target)
         base = builds_dir(data_dir) / BASE_NAME
-        reason = ("full rebuild requested" if rebuild or wanted_days is None
-                  else _rebuild_reason(base, version, show_phone_numbers))
-        work = base if reason is None else temp_path_for(base)
-        try:
-            with contextlib.closing(_open_work(work)) as con:
+        requested = "full rebuild requested" if rebuild or wanted_days is None else None
+        con, reason = _open_base(base, version, show_phone_numbers, requested)
+        if con is None:
+            loaded_days = lake_days(store)
+            loaded, ledger, counts = _rebuild_base(base, store, loaded_days, settings, version, sql_dir)
+            con = _connect(base)
+            con.execute("SET TimeZone = 'UTC'")
+        with contextlib.closing(con):
+            if reason is None:
+                loaded_days = wanted_days or []
                 if store.is_s3:
                     con.register_filesystem(store.fs)
-                if reason is not None:
-                    for ddl in table_ddl_files(sql_dir):
-                        con.execute(ddl.read_text())
-                    loaded_days = lake_days(store)
-                    loaded = _load_everything(con, store, loaded_days, show_phone_numbers)
-                else:
-                    loaded_days = wanted_days or []
-                    loaded = _load_days(con, store, loaded_days, show_phone_numbers)
-                ledger = _log_load(con, [] if reason is not None else loaded_days)
+                loaded = _load_days(con, store, loaded_days, show_phone_numbers)
+                ledger = _log_load(con, loaded_days)
                 counts = _finish(con, settings, version, sql_dir)
-            fsync_path(work)
-            if work != base:
-                _wal(base).unlink(missing_ok=True)  # a killed loader's: it would not match the new file
-                publish(work, base)
-        finally:
-            if work != base:
-                work.unlink(missing_ok=True)
-                _wal(work).unlink(missing_ok=True)
-        published = _publish_build(base, target, ledger, (version, show_phone_numbers), sql_dir)
+            published = _publish_build(con, base, target, ledger, (version, show_phone_numbers), sql_dir,
+                                       copy_below_bytes)
+            con.execute("CHECKPOINT")
+        fsync_path(base)
     return LoadResult(
         path=target, days=loaded_days, full_rebuild=reason is not None, rebuild_reason=reason,
         rows_by_table=counts, loaded_rows=loaded, seconds=time.monotonic() - started,
@@ -259,13 +274,59 @@ def builds_dir(data_dir: Path) -> Path:
     return Path(data_dir) / BUILDS_DIR
 
 
-def _open_work(work: Path) -> duckdb.DuckDBPyConnection:
-    """The loader's database, in UTC, inside the transaction that `_finish` commits."""
+def _open_base(base: Path, version: str, show_phone_numbers: bool,
+               requested: str | None) -> tuple[duckdb.DuckDBPyConnection | None, str | None]:
+    """`base.duckdb` opened once for the whole load, in UTC, inside the transaction that `_finish`
+    commits; or (None, why a full rebuild is due). Each DuckDB open costs ~20 ms: the load, the
+    catch-up (the spare is ATTACHed) and the ledger all go through this one connection."""
+    if requested is not None:
+        return None, requested
+    if not base.exists():
+        return None, "no warehouse yet"
+    try:
+        con = _connect(base)
+    except duckdb.Error as exc:
+        if _disk_errno(exc) is not None:
+            raise
+        return None, f"previous warehouse unreadable ({type(exc).__name__})"
+    try:
+        reason = _rebuild_reason(con, version, show_phone_numbers)
+        if reason is None:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("BEGIN TRANSACTION")
+            return con, None
+    except BaseException:
+        con.close()
+        raise
+    con.close()
+    return None, reason
+
+
+def _rebuild_base(base: Path, store: Store, days: list[date], settings: list, version: str,
+                  sql_dir: Path) -> tuple[dict[str, dict[date, int]], _Ledger, dict[str, int]]:
+    """A fresh file from the whole lake, renamed over `base.duckdb` once whole (the old one stays
+    until then). Its ledger is empty: no build of the warehouse it replaces can be caught up."""
+    work = temp_path_for(base)
     work.parent.mkdir(parents=True, exist_ok=True)
-    con = _connect(work)
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("BEGIN TRANSACTION")
-    return con
+    try:
+        with contextlib.closing(_connect(work)) as con:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("BEGIN TRANSACTION")
+            if store.is_s3:
+                con.register_filesystem(store.fs)
+            for ddl in table_ddl_files(sql_dir):
+                con.execute(ddl.read_text())
+            loaded = _load_everything(con, store, days, settings[2])
+            ledger = _log_load(con, [])
+            counts = _finish(con, settings, version, sql_dir)
+            con.execute("CHECKPOINT")
+        fsync_path(work)
+        _wal(base).unlink(missing_ok=True)  # a killed loader's: it would not match the new file
+        publish(work, base)
+    finally:
+        work.unlink(missing_ok=True)
+        _wal(work).unlink(missing_ok=True)
+    return loaded, ledger, counts
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
@@ -274,10 +335,11 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_VERSION})
 
 
-def _storage_tag(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The storage format of the connection's file as DuckDB names it: `v1.4.0+` for a file that
-    DuckDB 1.4 and later read (None on a DuckDB that does not report it)."""
-    row = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+def _storage_tag(con: duckdb.DuckDBPyConnection, database: str | None = None) -> str | None:
+    """The storage format of a file the connection has open (default: its own) as DuckDB names it:
+    `v1.4.0+` for a file that DuckDB 1.4 and later read (None on a DuckDB that does not report it)."""
+    row = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = coalesce(?, current_database())",
+                      [database]).fetchone()
     return row[0].get("storage_version") if row and isinstance(row[0], dict) else None
 
 
@@ -291,18 +353,33 @@ def _wanted_storage_tag() -> str | None:
 
 
 def _finish(con: duckdb.DuckDBPyConnection, settings: list, version: str, sql_dir: Path) -> dict[str, int]:
-    """Settings row and views, COMMIT and CHECKPOINT (so the file alone is whole); rows per table.
+    """Settings row and changed views, COMMIT (durable in the WAL; the load's end checkpoints); rows per table.
 
     A failure before COMMIT leaves the transaction open: closing the connection rolls it back."""
     con.execute("DELETE FROM pipeline_settings")
     as_of, quota, show_numbers, retention = settings
     con.execute("INSERT INTO pipeline_settings VALUES (?, ?, ?, ?, ?, ?)",
                 [as_of, quota, show_numbers, datetime.now(timezone.utc), version, retention])
-    for view in report_files(sql_dir):
-        con.execute(view.read_text())
+    _refresh_views(con, sql_dir)
     con.execute("COMMIT")
-    con.execute("CHECKPOINT")
-    return {t: _single_value(con, f"SELECT count(*) FROM {t}") for t in TABLES}
+    row = con.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in TABLES)).fetchone()
+    assert row is not None
+    return dict(zip(TABLES, row, strict=True))
+
+
+def _refresh_views(con: duckdb.DuckDBPyConnection, sql_dir: Path) -> None:
+    """Run the DDL of each report view whose file changed since it was made, in the current database.
+
+    Each view's comment names the hash of the file it was made from: re-running all the DDL on every
+    load (and into the spare) cost ~30 ms of a ~300 ms load, for views that almost never change."""
+    made = dict(con.execute("SELECT view_name, comment FROM duckdb_views() "
+                            "WHERE database_name = current_database() AND NOT internal").fetchall())
+    for view in report_files(sql_dir):
+        text = view.read_text()
+        tag = f"made from sql/reports/{view.name} sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        if made.get(view.stem) != tag:
+            con.execute(text)
+            con.execute(f"COMMENT ON VIEW {view.stem} IS '{tag}'")
 
 
 def _single_value(con: duckdb.DuckDBPyConnection, sql: str, parameters: list | None = None) -> Any:
@@ -312,14 +389,11 @@ def _single_value(con: duckdb.DuckDBPyConnection, sql: str, parameters: list | N
     return row[0]
 
 
-def _rebuild_reason(base: Path, version: str, show_phone_numbers: bool) -> str | None:
-    """Why `base` cannot take this load's days in place (a full rebuild is due), or None."""
-    if not base.exists():
-        return "no warehouse yet"
+def _rebuild_reason(con: duckdb.DuckDBPyConnection, version: str, show_phone_numbers: bool) -> str | None:
+    """Why `base` (open on `con`) cannot take this load's days in place (a full rebuild is due), or None."""
     try:
-        with contextlib.closing(_connect(base)) as con:
-            row = con.execute("SELECT schema_version, show_phone_numbers FROM pipeline_settings").fetchone()
-            storage = _storage_tag(con)
+        row = con.execute("SELECT schema_version, show_phone_numbers FROM pipeline_settings").fetchone()
+        storage = _storage_tag(con)
     except duckdb.Error as exc:
         if _disk_errno(exc) is not None:
             raise
@@ -391,7 +465,8 @@ def _log_load(con: duckdb.DuckDBPyConnection, days: list[date]) -> _Ledger:
     return _Ledger(seq, logged_after, [(n, d) for n, d in log], builds)
 
 
-def _publish_build(base: Path, target: Path, ledger: _Ledger, expected: tuple[str, bool], sql_dir: Path) -> _Published:
+def _publish_build(con: duckdb.DuckDBPyConnection, base: Path, target: Path, ledger: _Ledger,
+                   expected: tuple[str, bool], sql_dir: Path, copy_below_bytes: int) -> _Published:
     """Bring a spare build up to date (or copy `base` into a new one), then swap the link onto it.
 
     Never written: the build the link points at, the one it pointed at before, and any build a
@@ -404,14 +479,15 @@ def _publish_build(base: Path, target: Path, ledger: _Ledger, expected: tuple[st
     _discard(junk, target.name)
     build = directory / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     published = build / target.name  # DuckDB names the catalog after the file: `warehouse`, as before
-    why_copy: str | None = "no spare build to catch up yet"
-    if spares:
-        why_copy = _catch_up_spare(spares[0], build, published, base, ledger, expected, sql_dir)
+    why_copy = _copy_policy(base, spares, copy_below_bytes)
+    if why_copy is None:
+        why_copy = _catch_up_spare(con, spares[0], build, published, ledger, expected, sql_dir)
     try:
         if why_copy is not None:
             build.mkdir()
+            con.execute("CHECKPOINT")  # the load sits in base's WAL until then; the copy takes the file alone
             shutil.copyfile(base, published)
-            _strip_ledger(published)
+            _strip_ledger(con, published)
         fsync_path(published)
         fsync_path(build)
         fsync_path(directory)
@@ -423,19 +499,28 @@ def _publish_build(base: Path, target: Path, ledger: _Ledger, expected: tuple[st
         raise
     publish(link, target)
     _wal(target).unlink(missing_ok=True)  # only a plain-file warehouse of before the link had one
-    _keep_one_spare(base, target.name, ledger, build, current, identity)
+    _keep_one_spare(con, base, target.name, ledger, build, current, identity)
     if why_copy is not None:
         log.info("warehouse published by copying the loader's copy: %s", why_copy)
     return _Published("copy" if why_copy else "catch-up", why_copy,
                       published.stat().st_size if why_copy else 0)
 
 
-def _catch_up_spare(spare: Path, build: Path, published: Path, base: Path, ledger: _Ledger,
+def _copy_policy(base: Path, spares: list[Path], copy_below_bytes: int) -> str | None:
+    """Why this load publishes by copy whatever the spares (see `COPY_BELOW_BYTES`), or None."""
+    if base.stat().st_size < copy_below_bytes:
+        return f"smaller than {copy_below_bytes / 2**20:g} MiB: copying is cheaper"
+    if not spares:
+        return "no spare build to catch up yet"
+    return None
+
+
+def _catch_up_spare(con: duckdb.DuckDBPyConnection, spare: Path, build: Path, published: Path, ledger: _Ledger,
                     expected: tuple[str, bool], sql_dir: Path) -> str | None:
     """Catch `spare` up and rename it to `build`; or why it could not be (it is then discarded)."""
     database = spare / published.name
     try:
-        why = _catch_up(database, base, ledger, ledger.builds[spare.name].seq, expected, sql_dir)
+        why = _catch_up(con, database, ledger, ledger.builds[spare.name].seq, expected, sql_dir)
         if why is None:
             fsync_path(database)
     except BaseException:
@@ -448,56 +533,79 @@ def _catch_up_spare(spare: Path, build: Path, published: Path, base: Path, ledge
     return None
 
 
-def _catch_up(database: Path, base: Path, ledger: _Ledger, since: int, expected: tuple[str, bool],
-              sql_dir: Path) -> str | None:
-    """Replace in `database` every day logged after load `since` with base's rows of that day, in one
-    transaction, then the settings row and the views; COMMIT, CHECKPOINT. Or why the build cannot be."""
+def _catch_up(con: duckdb.DuckDBPyConnection, database: Path, ledger: _Ledger, since: int,
+              expected: tuple[str, bool], sql_dir: Path) -> str | None:
+    """Replace in `database` every day logged after load `since` with base's rows of those days, in one
+    transaction, then the settings row and any changed view; COMMIT, CHECKPOINT. Or why the build cannot be.
+
+    The spare is ATTACHed to base's connection (one DuckDB open fewer, ~20 ms), and each table's
+    days go in one DELETE and one INSERT: `partition_date IN (...)` still skips row groups by their
+    zonemaps (EXPLAIN ANALYZE: "Row Groups Scanned: 1 / 3" at 180 days), as `=` did per day."""
     days = sorted({day for seq, day in ledger.log if seq > since})
-    try:
-        con = _connect(database)  # fails if a session took the build since `_held` looked
+    home = _single_value(con, "SELECT current_database()")
+    try:  # fails if a session took the build since `_held` looked
+        con.execute(f"ATTACH {_quoted(database)} AS {SPARE}")
     except duckdb.Error as exc:
         if _disk_errno(exc) is not None:
             raise
         return f"the spare build could not be opened ({type(exc).__name__})"
-    with contextlib.closing(con):
+    try:
         why = _build_mismatch(con, expected)
-        if why is not None:
-            return why
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"ATTACH '{str(base).replace(chr(39), chr(39) * 2)}' AS base (READ_ONLY)")
-        con.execute("BEGIN TRANSACTION")
-        for day in days:
-            for table in (*TABLES, "warehouse_partitions"):
-                con.execute(f"DELETE FROM {table} WHERE partition_date = ?", [day])
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM base.main.{table} WHERE partition_date = ?",
-                            [day])
-        con.execute("DELETE FROM pipeline_settings")
-        con.execute("INSERT INTO pipeline_settings BY NAME SELECT * FROM base.main.pipeline_settings")
-        for view in report_files(sql_dir):
-            con.execute(view.read_text())
-        con.execute("COMMIT")
-        con.execute("DETACH base")
-        con.execute("CHECKPOINT")
-    return None
+        if why is None:
+            _replace_days(con, home, days, sql_dir)
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")  # only if a statement failed inside the transaction
+        con.execute(f"USE {home}")
+        con.execute(f"DETACH {SPARE}")
+    return why
+
+
+SPARE = "spare"
+"""The name the spare build is ATTACHed under on base's connection while it is caught up."""
+
+
+def _replace_days(con: duckdb.DuckDBPyConnection, home: str, days: list[date], sql_dir: Path) -> None:
+    """In the spare (USE'd, so the view DDL lands there), base's rows of `days`; COMMIT, CHECKPOINT."""
+    con.execute(f"USE {SPARE}")
+    con.execute("BEGIN TRANSACTION")
+    if days:
+        marks = ", ".join("?" for _ in days)
+        for table in (*TABLES, "warehouse_partitions"):
+            con.execute(f"DELETE FROM {table} WHERE partition_date IN ({marks})", days)
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {home}.main.{table} "
+                        f"WHERE partition_date IN ({marks})", days)
+    con.execute("DELETE FROM pipeline_settings")
+    con.execute(f"INSERT INTO pipeline_settings BY NAME SELECT * FROM {home}.main.pipeline_settings")
+    _refresh_views(con, sql_dir)
+    con.execute("COMMIT")
+    con.execute(f"CHECKPOINT {SPARE}")
+
+
+def _quoted(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _build_mismatch(con: duckdb.DuckDBPyConnection, expected: tuple[str, bool]) -> str | None:
-    """Why a build cannot take base's days (built from other DDL, numbers masked otherwise, another
-    storage format), or None. The ledger already forgets builds of an older base; this is the check
-    on the file itself."""
-    row = con.execute("SELECT schema_version, show_phone_numbers FROM pipeline_settings").fetchone()
+    """Why the ATTACHed spare cannot take base's days (built from other DDL, numbers masked otherwise,
+    another storage format), or None. The ledger already forgets builds of an older base; this is the
+    check on the file itself."""
+    row = con.execute(f"SELECT schema_version, show_phone_numbers FROM {SPARE}.main.pipeline_settings").fetchone()
     if row is None or (row[0], row[1]) != expected:
         return "the spare build has other table DDL or phone-number masking"
-    if _storage_tag(con) != _wanted_storage_tag():
+    if _storage_tag(con, SPARE) != _wanted_storage_tag():
         return "the spare build is in another storage version"
     return None
 
 
-def _strip_ledger(database: Path) -> None:
+def _strip_ledger(con: duckdb.DuckDBPyConnection, database: Path) -> None:
     """The loader's bookkeeping is base's alone: analysts never see it, and no build carries a stale one."""
-    with contextlib.closing(_connect(database)) as con:
-        con.execute("DROP SCHEMA IF EXISTS loader CASCADE")
-        con.execute("CHECKPOINT")
+    con.execute(f"ATTACH {_quoted(database)} AS {SPARE}")
+    try:
+        con.execute(f"DROP SCHEMA IF EXISTS {SPARE}.loader CASCADE")
+        con.execute(f"CHECKPOINT {SPARE}")
+    finally:
+        con.execute(f"DETACH {SPARE}")
 
 
 def _identity(database: Path) -> str | None:
@@ -543,8 +651,8 @@ def _discard(builds: list[Path], file_name: str) -> None:
             shutil.rmtree(build, ignore_errors=True)
 
 
-def _keep_one_spare(base: Path, file_name: str, ledger: _Ledger, build: Path, previous: Path | None,
-                    identity: str | None) -> None:
+def _keep_one_spare(con: duckdb.DuckDBPyConnection, base: Path, file_name: str, ledger: _Ledger, build: Path,
+                    previous: Path | None, identity: str | None) -> None:
     """After the swap: keep the new build, the one it replaced and the best spare; remove the rest
     nobody holds; record what is kept in base's ledger, and drop the log no kept build needs."""
     directory = base.parent
@@ -557,15 +665,13 @@ def _keep_one_spare(base: Path, file_name: str, ledger: _Ledger, build: Path, pr
     kept = {build.name, *(b.name for b in (previous, *spares[:1]) if b is not None)}
     kept_records = {name: record for name, record in records.items() if name in kept}
     floor = min((record.seq for record in kept_records.values() if record.identity is not None), default=ledger.seq)
-    with contextlib.closing(_connect(base)) as con:
-        con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM loader.builds")
-        con.executemany("INSERT INTO loader.builds VALUES (?, ?, ?)",
-                        [[name, record.seq, record.identity] for name, record in kept_records.items()])
-        con.execute("UPDATE loader.state SET logged_after = ?", [floor])
-        con.execute("DELETE FROM loader.loads WHERE load_seq <= ?", [floor])
-        con.execute("COMMIT")
-        con.execute("CHECKPOINT")
+    con.execute("BEGIN TRANSACTION")
+    con.execute("DELETE FROM loader.builds")
+    con.executemany("INSERT INTO loader.builds VALUES (?, ?, ?)",
+                    [[name, record.seq, record.identity] for name, record in kept_records.items()])
+    con.execute("UPDATE loader.state SET logged_after = ?", [floor])
+    con.execute("DELETE FROM loader.loads WHERE load_seq <= ?", [floor])
+    con.execute("COMMIT")
 
 
 def _current_build(target: Path) -> Path | None:
@@ -630,25 +736,33 @@ def _select(table: str, show_phone_numbers: bool, *, hive: bool = False) -> str:
 def _load_days(
     con: duckdb.DuckDBPyConnection, lake: Store, days: list[date], show_phone_numbers: bool
 ) -> dict[str, dict[date, int]]:
-    """Per table and day: delete the day's rows, insert the day's partition (if any)."""
+    """Per table: delete the days' rows in one statement, insert each day's partition (if any)."""
     loaded: dict[str, dict[date, int]] = {t: {} for t in TABLES}
-    now = datetime.now(timezone.utc)
-    for day in days:
-        for table in TABLES:
-            con.execute(f"DELETE FROM {table} WHERE partition_date = ?", [day])
-            con.execute("DELETE FROM warehouse_partitions WHERE table_name = ? AND partition_date = ?", [table, day])
+    if not days:
+        return loaded
+    marks = ", ".join("?" for _ in days)
+    con.execute(f"DELETE FROM warehouse_partitions WHERE partition_date IN ({marks})", days)
+    for table in TABLES:
+        con.execute(f"DELETE FROM {table} WHERE partition_date IN ({marks})", days)
+        for day in days:
             key = partition_key(table, day)
-            rows = 0
-            if lake.exists(key):
-                rows = _single_value(
-                    con,
-                    f"INSERT INTO {table} BY NAME {_select(table, show_phone_numbers)}, ?::DATE AS partition_date "
-                    "FROM read_parquet(?, hive_partitioning = false)",  # else DuckDB adds `date` from the folder
-                    [day, lake.url_of(key)],
-                )
-            loaded[table][day] = rows
-            con.execute("INSERT INTO warehouse_partitions VALUES (?, ?, ?, ?)", [table, day, rows, now])
+            loaded[table][day] = _single_value(
+                con,
+                f"INSERT INTO {table} BY NAME {_select(table, show_phone_numbers)}, ?::DATE AS partition_date "
+                "FROM read_parquet(?, hive_partitioning = false)",  # else DuckDB adds `date` from the folder
+                [day, lake.url_of(key)],
+            ) if lake.exists(key) else 0
+    _record_partitions(con, loaded)
     return loaded
+
+
+def _record_partitions(con: duckdb.DuckDBPyConnection, loaded: dict[str, dict[date, int]]) -> None:
+    """`warehouse_partitions`' rows for what was just loaded, in one statement."""
+    rows = [(table, day, n) for table, by_day in loaded.items() for day, n in by_day.items()]
+    if rows:
+        tables, days, counts = (list(column) for column in zip(*rows, strict=True))
+        con.execute("INSERT INTO warehouse_partitions SELECT unnest(?::VARCHAR[]), unnest(?::DATE[]), "
+                    "unnest(?::BIGINT[]), ?", [tables, days, counts, datetime.now(timezone.utc)])
 
 
 def _load_everything(
@@ -659,7 +773,6 @@ def _load_everything(
     Every day any table has is recorded for all four, with 0 rows where a table has no file,
     as a per-day load of that day would."""
     loaded: dict[str, dict[date, int]] = {t: {} for t in TABLES}
-    now = datetime.now(timezone.utc)
     for table in TABLES:
         if lake_days(lake, [table]):  # else the DDL's empty table of the right schema stays
             pattern = lake.url_of(partitions_pattern(table))
@@ -669,9 +782,8 @@ def _load_everything(
                 [pattern],
             )
         counts = dict(con.execute(f"SELECT partition_date, count(*) FROM {table} GROUP BY ALL").fetchall())
-        for day in days:
-            loaded[table][day] = counts.get(day, 0)
-            con.execute("INSERT INTO warehouse_partitions VALUES (?, ?, ?, ?)", [table, day, counts.get(day, 0), now])
+        loaded[table] = {day: counts.get(day, 0) for day in days}
+    _record_partitions(con, loaded)
     return loaded
 
 
