@@ -14,9 +14,9 @@ Figures are the best of `--repeat` runs.
 
 `--history 30,90,180` instead times a one-day load on warehouses of growing history (same rows a
 day): the lake grows to each size in turn, then one-day loads cycle over its last three days (what
-the daily schedule does), so each publishes by catching a spare build up. The baseline, measured in
-the same run on the same file, is copying the loader's `base.duckdb` whole and fsyncing it: what
-every load paid before builds were reused, and what a load still pays when it must copy.
+the daily schedule does), once publishing by catching a spare build up and once by copying
+`base.duckdb` into a new build (`copy_below_bytes` forces each): the two sides of
+`COPY_BELOW_BYTES`. Beside them, copying `base.duckdb` whole and fsyncing it alone.
 `--quick` is a short sanity run (10, 30, 60 days x 500 recordings).
 """
 
@@ -162,7 +162,8 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
 
 def one_day_load_by_history(histories: list[int], per_day: int, repeat: int = 3) -> list[dict]:
     """For each history (days in the warehouse, growing in one lake): the one-day load's time (median
-    of `3 * repeat` loads cycling over the last three days) beside copying `base.duckdb` whole."""
+    of `3 * repeat` loads cycling over the last three days), publishing by catch-up and by copy (forced
+    either way through `copy_below_bytes`), beside copying `base.duckdb` whole."""
     as_of = datetime(2027, 1, 1, tzinfo=timezone.utc)
     first = date(2026, 1, 1)
     rows = []
@@ -174,17 +175,23 @@ def one_day_load_by_history(histories: list[int], per_day: int, repeat: int = 3)
             write_synthetic_lake(data_dir, days[written:], per_day, seed=written + 1, now=as_of)
             load_warehouse(data_dir, days[written:] if written else None, storage_quota_bytes=10**12, as_of=as_of)
             written = history
-            for day in days[-3:]:  # three builds in rotation before timing
-                load_warehouse(data_dir, [day], storage_quota_bytes=10**12, as_of=as_of)
-            loads, ways = [], set()
-            for n in range(3 * repeat):
-                started = time.perf_counter()
-                result = load_warehouse(data_dir, [days[-3 + n % 3]], storage_quota_bytes=10**12, as_of=as_of)
-                loads.append(time.perf_counter() - started)
-                ways.add(result.published_by)
-            rows.append({"days": history, "rows_per_day": per_day, "file_mb": result.bytes / 1e6,
-                         "one_day_load_s": statistics.median(loads), "published_by": sorted(ways),
-                         "copy_s": statistics.median(_copy_base(data_dir) for _ in range(repeat))})
+            row: dict = {"days": history, "rows_per_day": per_day}
+            for policy, copy_below in (("catch-up", 0), ("copy", 2**62)):
+                for day in days[-3:]:  # three builds in rotation before timing
+                    load_warehouse(data_dir, [day], storage_quota_bytes=10**12, as_of=as_of,
+                                   copy_below_bytes=copy_below)
+                loads, ways = [], set()
+                for n in range(3 * repeat):
+                    started = time.perf_counter()
+                    result = load_warehouse(data_dir, [days[-3 + n % 3]], storage_quota_bytes=10**12, as_of=as_of,
+                                            copy_below_bytes=copy_below)
+                    loads.append(time.perf_counter() - started)
+                    ways.add(result.published_by)
+                assert ways == {policy}, (policy, ways, result.copy_reason)
+                row[f"{policy}_s"] = statistics.median(loads)
+            row["file_mb"] = result.bytes / 1e6
+            row["copy_base_s"] = statistics.median(_copy_base(data_dir) for _ in range(repeat))
+            rows.append(row)
     return rows
 
 
@@ -201,13 +208,13 @@ def _copy_base(data_dir: Path) -> float:
 
 def print_history(rows: list[dict]) -> None:
     print(f"one-day load by history ({rows[0]['rows_per_day']:,} recordings a day; median of the loads)")
-    print(f"  {'days':>5} {'warehouse':>10} {'one-day load':>13} {'copy base (before)':>19}  published by")
+    print(f"  {'days':>5} {'warehouse':>10} {'by catch-up':>12} {'by copy':>10} {'copy base alone':>16}")
     for row in rows:
-        print(f"  {row['days']:>5} {row['file_mb']:>7.1f} MB {row['one_day_load_s'] * 1000:>10.1f} ms "
-              f"{row['copy_s'] * 1000:>16.1f} ms  {', '.join(row['published_by'])}")
-    ratio = rows[-1]["one_day_load_s"] / rows[0]["one_day_load_s"]
-    grown = rows[-1]["file_mb"] / rows[0]["file_mb"]
-    print(f"  warehouse grew {grown:.1f}x, the one-day load {ratio:.2f}x")
+        print(f"  {row['days']:>5} {row['file_mb']:>7.1f} MB {row['catch-up_s'] * 1000:>9.1f} ms "
+              f"{row['copy_s'] * 1000:>7.1f} ms {row['copy_base_s'] * 1000:>13.1f} ms")
+    for policy in ("catch-up", "copy"):
+        ratio = rows[-1][f"{policy}_s"] / rows[0][f"{policy}_s"]
+        print(f"  warehouse grew {rows[-1]['file_mb'] / rows[0]['file_mb']:.1f}x, the load by {policy} {ratio:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
