@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium servers lint
 	$(DG) check defs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # ruff (pyflakes, pycodestyle, import order, bugbear) and mypy over the package: part of `make test`.
 lint: $(STAMP)
