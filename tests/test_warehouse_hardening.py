@@ -181,6 +181,19 @@ def test_a_full_disk_during_the_load_names_the_data_dir_and_keeps_the_warehouse(
     assert_every_reader_works(data_dir, counts(data_dir))
 
 
+def load_killed_after(delay: float, script: str, *args: str) -> None:
+    """Run a loader script that prints "loading" when it starts; SIGKILL it `delay` s later if it
+    has not finished by then."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "loading\n"
+    try:
+        proc.communicate(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+
+
 KILLED_INCREMENTAL_LOADER = r"""
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -206,14 +219,7 @@ def test_a_loader_killed_mid_way_through_its_own_copy_recovers_at_the_next_load(
     write_synthetic_lake(data_dir, new_days, 2000)
     seen = set()
     for delay in (0.05, 0.15, 0.3):
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_INCREMENTAL_LOADER, str(data_dir)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline() == "loading\n"
-        try:
-            proc.communicate(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=10)
+        load_killed_after(delay, KILLED_INCREMENTAL_LOADER, str(data_dir))
         seen.add(counts(data_dir)[:5])
     load(data_dir, new_days)
     again = counts(data_dir)[:5]

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -24,7 +21,7 @@ from audian_pipeline.storage import lake_at
 from audian_pipeline.warehouse.load import COPY_BELOW_BYTES, SQL_DIR, TABLES, report_files
 
 from test_warehouse import AS_OF, load as load_all_tables
-from test_warehouse_hardening import Analyst
+from test_warehouse_hardening import Analyst, load_killed_after
 
 DAYS = [date(2026, 11, 1) + timedelta(days=i) for i in range(10)]
 PER_DAY = 40
@@ -171,14 +168,7 @@ def test_a_loader_killed_while_catching_a_spare_up_never_publishes_half_of_it(hi
     before = snapshot(warehouse_path(history))
     seen = []
     for delay in (0.1, 0.25, 0.4, 0.55, 0.75, 0.9):  # base, then the spare (~0.35-0.7 s here), swap, ledger
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_LOADER, str(history), *map(str, DAYS[:8])],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline() == "loading\n"
-        try:
-            proc.communicate(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=10)
+        load_killed_after(delay, KILLED_LOADER, str(history), *map(str, DAYS[:8]))
         seen.append(snapshot(warehouse_path(history)))  # whole and readable, whichever it is
     result = load(history, DAYS[:8])
     after = rebuilt_from_the_lake(history, tmp_path / "rebuild")
