@@ -31,7 +31,7 @@ from audian_pipeline.emulator.account import RecordingRecord, iso
 from audian_pipeline.emulator.server import RunningEmulator
 from audian_pipeline.lake.parquet import read_rows
 from audian_pipeline.lake.paths import warehouse_path
-from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDINGS
+from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDING_EVENTS, RECORDINGS
 from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
 from audian_pipeline.warehouse.load import load_warehouse
 from audian_pipeline.warehouse.reports import read_report
@@ -140,6 +140,43 @@ def test_a_day_with_every_webhook_costs_no_detail_call_and_at_most_three_request
     assert (meta["detail_calls"], meta["details_from_webhook"]) == (0, len(listed))
 
 
+# ---- failed recordings ---------------------------------------------------------------------
+
+FAILING_ACCOUNT = {**ACCOUNT, "seed": 48}
+"""At the suite's CLOCK this account's DAY holds 27 completed and 4 failed recordings."""
+
+
+def test_a_failed_recording_with_its_webhook_costs_no_detail_call_and_keeps_its_reason(fresh_emulator, data_dir):
+    """A failed recording has no file: the list and its recording.failed event say all the detail
+    would. Without the event (not delivered yet) it still gets its detail call."""
+    location = str(data_dir / "events" / "events.sqlite3")
+    with open_event_store(location) as store, serve_app(create_app(store, DEMO_WEBHOOK_SECRET)) as receiver:
+        running = fresh_emulator(webhook_url=receiver + "/webhooks/audian", **FAILING_ACCOUNT)
+        assert running.delivery.wait_idle(60), "the emulator did not deliver every due webhook"
+    now = running.account.now()
+    failed = sorted(r.recording_id for r in running.account.visible(now)
+                    if r.created_at.date() == DAY and r.status_at(now) == "failed")
+    assert len(failed) == 4, "the account was chosen for failed recordings on DAY"
+    undelivered = failed[0]
+    with contextlib.closing(sqlite3.connect(location)) as conn, conn:  # as if not delivered yet
+        conn.execute("DELETE FROM events WHERE event = 'recording.failed' AND recording_id = ?", [undelivered])
+    before = requests_by_kind(running)
+
+    result = run_day(running, data_dir, location, assets=(recordings, recording_events))
+
+    made = requests_by_kind(running) - before
+    assert made["detail"] == 1, made
+    rows = {r["recording_id"]: r for r in read_rows(data_dir, RECORDINGS, DAY)}
+    assert {rid: (rows[rid]["status"], rows[rid]["detail_source"]) for rid in failed} == {
+        rid: ("failed", "api" if rid == undelivered else "webhook") for rid in failed}
+    assert all(rows[rid]["file_format"] is None and rows[rid]["completed_at"] is None
+               for rid in failed if rid != undelivered)
+    reasons = {e["recording_id"]: e["reason"] for e in read_rows(data_dir, RECORDING_EVENTS, DAY)
+               if e["event"] == "recording.failed"}
+    assert set(reasons) == set(failed) - {undelivered} and all(reasons.values())
+    assert recordings_metadata(result)["details_from_webhook"] == len(rows) - 1
+
+
 # ---- webhooks missing for some recordings ------------------------------------------------
 
 def test_recordings_whose_webhook_has_not_arrived_get_a_detail_call_and_only_they(fresh_emulator, data_dir):
@@ -241,14 +278,14 @@ def test_the_store_gives_each_recordings_latest_completed_event_in_one_query(eve
         if isinstance(getattr(store, "_conn", None), sqlite3.Connection):
             statements: list[str] = []
             store._conn.set_trace_callback(statements.append)
-            found = store.completed_events(ids)
+            found = store.latest_events("recording.completed", ids)
             store._conn.set_trace_callback(None)
             assert len(statements) == 1, statements
         else:
-            found = store.completed_events(ids)
+            found = store.latest_events("recording.completed", ids)
 
         assert set(found) == set(ids[:1000])
         assert all(event.event == "recording.completed" for event in found.values())
         sizes = {rid: json.loads(event.payload)["data"]["file_size"] for rid, event in found.items()}
         assert (sizes[ids[0]], sizes[ids[1]], sizes[ids[2]]) == (7, 1536000, 1536000), "the latest event wins"
-        assert store.completed_events([]) == {}
+        assert store.latest_events("recording.completed", []) == {}

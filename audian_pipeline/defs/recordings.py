@@ -31,7 +31,8 @@ UNIQUE_IDS = "unique_recording_id"
         "and last seen. Rows Audian stops listing are kept with deleted_at set. A completed "
         "recording whose recording.completed webhook is stored and agrees with the list is filled "
         "from it instead of a detail call (detail_source 'webhook': bitrate, sample rate and "
-        "channels null, measured by recording_audio's probe)."
+        "channels null, measured by recording_audio's probe); a failed one whose recording.failed "
+        "webhook is stored needs no detail call either (it has no file)."
     ),
     check_specs=[
         dg.AssetCheckSpec(

@@ -210,19 +210,19 @@ class BaseEventStore:
         day's lookup is one query however many recordings it has (no bound-variable limit)."""
         raise NotImplementedError
 
-    def completed_events(self, recording_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        """recording_id -> its latest `recording.completed` event (by occurred_at, then seq): the
-        same event whose checksum `checksums` gives, so a recordings row filled from it and the
-        archive's check against it agree. Recordings without one are absent. One query."""
+    def latest_events(self, event: str, recording_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        """recording_id -> its latest `event` (by occurred_at, then seq). For `recording.completed`
+        that is the event whose checksum `checksums` gives, so a recordings row filled from it and
+        the archive's check against it agree. Recordings without one are absent. One query."""
         unique = sorted(set(recording_ids))
         if not unique:
             return {}
         condition, ids = self._any_recording_id(unique)
         rows = self._query(
             f"SELECT {_COLUMNS} FROM {self.table} WHERE event = ? AND {condition} ORDER BY occurred_at, seq",
-            ["recording.completed", ids],
+            [event, ids],
         )
-        return {event.recording_id: event for event in map(_row_to_event, rows)}
+        return {stored.recording_id: stored for stored in map(_row_to_event, rows)}
 
     def checksums(self, recording_ids: Iterable[str]) -> dict[str, str]:
         """recording_id -> sha256 hex, from recording.completed: the only place Audian gives it.
