@@ -29,8 +29,9 @@ from servers import free_port, serve_subprocess  # noqa: E402
 
 SECRET = "whsec_" + base64.b64encode(b"benchmark-secret-0123456789abcd!").decode()
 SERVE = (
-    "import sys; from pathlib import Path; from audian_pipeline.webhooks.receiver import serve; "
-    "serve('127.0.0.1', int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])"
+    "import sys; from pathlib import Path; from audian_pipeline.lake.paths import events_db; "
+    "from audian_pipeline.webhooks.receiver import serve; "
+    "serve('127.0.0.1', int(sys.argv[1]), str(events_db(Path(sys.argv[2]))), sys.argv[3])"
 )
 
 
