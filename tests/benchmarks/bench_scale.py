@@ -20,10 +20,18 @@ Baselines, from the same section: each per-recording figure beside the smallest 
 flatness ratio), and requests beside a run of the smallest size that finds no webhook in its
 events store (a detail GET per recording: "about 4 per recording"). The one-day warehouse load
 is also timed beside the same day loaded into a warehouse that holds only that day.
+
+At the smallest size only, the same day runs once more as issue 15 deploys it (`measure_distributed`):
+Dagster's instance and the events store on Postgres, AUDIAN_EXECUTOR=celery on Redis, two
+`audian-pipeline worker` processes; the servers come from the suite's tests/dbservers.py, the workers
+from tests/test_celery_executor.py. Its wall time, per-stage wall ms per recording and requests per
+archived recording stand beside the in-process run of the same size. Where Postgres or Redis cannot
+start, the section says the row was skipped and why, and goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -36,19 +44,23 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import dagster as dg
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run alone: import the checkout
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/: the suite's server and worker helpers
 from audian_pipeline.lake.parquet import read_rows  # noqa: E402
 from audian_pipeline.lake.paths import events_db, table_dir, warehouse_path  # noqa: E402
 from audian_pipeline.lake.tables import RECORDING_AUDIO, TABLES  # noqa: E402
 from audian_pipeline.settings import DEMO_API_KEY  # noqa: E402
 from audian_pipeline.warehouse.load import load_warehouse  # noqa: E402
+from audian_pipeline.webhooks.store import BaseEventStore, StoredEvent  # noqa: E402
 from tests.benchmarks.bench_warehouse import write_synthetic_lake  # noqa: E402
 from tests.benchmarks.run import (  # noqa: E402
     RESULTS,
@@ -89,6 +101,10 @@ REAL_RECORDING_BYTES = 1_000_000  # "1 TB a day" at a million recordings
 REAL_RECORDING_SECONDS = 250  # what 1 MB holds at 32 kbps: speech analysis scales with audio seconds
 HOURS = (8, 24)
 QUOTA = 10**13
+WORKERS, WORKER_CONCURRENCY = 2, 1
+"""The distributed row: two `audian-pipeline worker` processes of one pool process each."""
+WORKER_START_TIMEOUT_S = 180.0
+REDELIVERY_THREADS = 4
 SHM = Path("/dev/shm")
 """Where the receiver's events store lives for the benchmark: delivering 150,000 events with an
 fsync each would take longer than the run it prepares (the store's own speed is bench_webhooks.py's)."""
@@ -227,6 +243,8 @@ class RunFigures:
     outcomes: dict[str, int]
     listed: int
     materialized: dict[str, dict] = field(default_factory=dict)
+    process_cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each sampled process (and its children) over the whole run."""
 
     def stage(self, name: str) -> Step | None:
         """A step by name, or the sum of the day's other steps, or of the reports' run."""
@@ -250,34 +268,69 @@ def run_day(root: Path, data_dir: Path, emulator: EmulatorProcess, api_key: str,
     home = root / f"dagster-home-{data_dir.name}"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(_DAGSTER_YAML)
-    peak_file = root / f"peak-{data_dir.name}.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUDIAN_", "DAGSTER_"))}
-    env.update(AUDIAN_API_URL=emulator.api_url, AUDIAN_API_KEY=api_key, AUDIAN_DATA_DIR=str(data_dir),
-               AUDIAN_EVENTS_DB=str(events), DAGSTER_HOME=str(home), AUDIAN_STORAGE_QUOTA_BYTES=str(QUOTA))
+    env.update(_run_settings(emulator, api_key, data_dir), AUDIAN_EVENTS_DB=str(events), DAGSTER_HOME=str(home))
+    return measure_run(root, data_dir, emulator, env)
+
+
+def _run_settings(emulator: EmulatorProcess, api_key: str, data_dir: Path) -> dict[str, str]:
+    return {"AUDIAN_API_URL": emulator.api_url, "AUDIAN_API_KEY": api_key, "AUDIAN_DATA_DIR": str(data_dir),
+            "AUDIAN_STORAGE_QUOTA_BYTES": str(QUOTA)}
+
+
+def measure_run(root: Path, data_dir: Path, emulator: EmulatorProcess, env: dict[str, str],
+                servers: dict[str, int] | None = None) -> RunFigures:
+    """The run under `env`, timed by its instance's events (DAGSTER_HOME of `env`). `servers`: the
+    processes its steps run in or talk to (Celery workers, Postgres, Redis), sampled as well; their
+    steps overlap across workers, so a step's CPU is then left out and only each process's is kept."""
+    home = Path(env["DAGSTER_HOME"])
+    peak_file = root / f"peak-{data_dir.name}.txt"
     before = Counter(emulator.state().get("requests_by_kind") or {})
     log = root / f"run-{data_dir.name}.log"
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     with open(log, "wb") as out:
         child = subprocess.Popen([sys.executable, "-c", _RUN_CHILD, DAY.isoformat(), str(peak_file)], env=env,
                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        with CpuSampler({"run": child.pid, "emulator": emulator.pid}) as sampler:
-            code = child.wait()
-    wall = time.perf_counter() - started
+        try:
+            with CpuSampler({"run": child.pid, "emulator": emulator.pid, **(servers or {})}) as sampler:
+                code = child.wait()
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    wall, ended_at = time.perf_counter() - started, time.time()
     if code != 0:
         raise RuntimeError(f"audian-pipeline run exited with {code}:\n{log.read_text(errors='replace')[-3000:]}")
     after = Counter(emulator.state().get("requests_by_kind") or {})
-    steps, materialized = _steps_from_instance(home)
+    with _environ({k: v for k, v in env.items() if k == "DAGSTER_PG_URL"}):  # the instance's yaml reads it
+        steps, materialized = _steps_from_instance(home)
     for step in steps.values():
-        step.cpu = sampler.cpu_between("run", step.start, step.end)
+        step.cpu = 0.0 if servers else sampler.cpu_between("run", step.start, step.end)
         step.emulator_cpu = sampler.cpu_between("emulator", step.start, step.end)
-    requests = dict(after - before) or _client_requests(materialized)
+    by_kind = dict(after - before) or _client_requests(materialized)
     manifest = read_rows(data_dir, RECORDING_AUDIO, DAY)
     verified = [r for r in manifest if r["outcome"] == "verified"]
     return RunFigures(
-        steps=steps, wall=wall, peak_rss=int(peak_file.read_text()), requests=requests,
+        steps=steps, wall=wall, peak_rss=int(peak_file.read_text()), requests=by_kind,
         completed=sum(1 for r in manifest if r["outcome"] != "not_completed"), verified=len(verified),
         archived_bytes=sum(r["bytes"] or 0 for r in verified), outcomes=dict(Counter(r["outcome"] for r in manifest)),
-        listed=len(manifest), materialized=materialized)
+        listed=len(manifest), materialized=materialized,
+        process_cpu={name: sampler.cpu_between(name, started_at, ended_at) for name in sampler.pids})
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """`values` in this process's environment for the block, the old values back after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _steps_from_instance(home: Path) -> tuple[dict[str, Step], dict[str, dict]]:
@@ -318,6 +371,103 @@ def _client_requests(materialized: dict[str, dict]) -> dict[str, int]:
     return {k: v for k, v in total.items() if k in REQUEST_KINDS}
 
 
+# ---- the same day on two Celery workers ------------------------------------------------------------
+@dataclass
+class Distributed:
+    """The day's run as issue 15 deploys it, or why it did not run (`skipped`: no servers here;
+    `failed`: the run itself went wrong, which the section reports as a failed goal)."""
+
+    run: RunFigures | None = None
+    setup: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
+    failed: str | None = None
+
+
+def measure_distributed(root: Path, data_dir: Path, emulator: EmulatorProcess, api_key: str,
+                        events: BaseEventStore) -> Distributed:
+    """The same day on `data_dir` (a copy of the retained days the in-process run found): Dagster
+    instance and events store on one Postgres, AUDIAN_EXECUTOR=celery on Redis (which also holds
+    AUDIAN_API_MAX_CONCURRENCY's slots), WORKERS workers each in its own directory; first, every event
+    of `events` re-delivered to a receiver on the Postgres store. All started here is stopped on leaving."""
+    try:
+        import pytest
+
+        from dbservers import run_postgres, run_redis
+    except ImportError as exc:
+        return _skipped(f"the suite's server helpers cannot be imported: {exc}")
+    with contextlib.ExitStack() as stack:
+        started = time.perf_counter()
+        try:
+            postgres = stack.enter_context(run_postgres())
+            redis_url = stack.enter_context(run_redis())
+        except (pytest.skip.Exception, RuntimeError, TimeoutError, OSError) as exc:
+            return _skipped(f"Postgres or Redis could not start: {exc}")
+        setup: dict[str, Any] = {"Postgres and Redis started (s)": round(time.perf_counter() - started, 1)}
+        try:
+            run = _run_distributed(stack, root, data_dir, emulator, api_key, events, postgres, redis_url, setup)
+        except (RuntimeError, TimeoutError) as exc:
+            return Distributed(setup=setup, failed=str(exc))
+        return Distributed(run, setup)
+
+
+def _skipped(reason: str) -> Distributed:
+    print(f"scale: the distributed row is skipped: {reason}", file=sys.stderr, flush=True)
+    return Distributed(skipped=reason)
+
+
+def _run_distributed(stack: contextlib.ExitStack, root: Path, data_dir: Path, emulator: EmulatorProcess,
+                     api_key: str, events: BaseEventStore, postgres: Any, redis_url: str,
+                     setup: dict[str, Any]) -> RunFigures:
+    import redis
+
+    from dbservers import PRODUCTION_YAML
+    from test_celery_executor import celery_workers, production_env
+
+    database = postgres.create_database()
+    home = root / "dagster-home-distributed"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PRODUCTION_YAML, home / "dagster.yaml")
+    receiver = stack.enter_context(WebhookReceiver(root, events=database))
+    setup["webhooks re-delivered"] = redeliver(events, receiver.url)
+    setup["events stored"] = receiver.store.count()
+    env = production_env(_run_settings(emulator, api_key, data_dir), home, database, redis_url)
+    started = time.perf_counter()
+    workers = stack.enter_context(celery_workers(WORKERS, env, root / "workers", WORKER_CONCURRENCY,
+                                                 WORKER_START_TIMEOUT_S))
+    setup["workers answered (s)"] = round(time.perf_counter() - started, 1)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        redis_pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    servers = {f"worker {n}": worker.pid for n, worker in enumerate(workers)}
+    servers |= {"postgres": int((postgres.data_dir / "postmaster.pid").read_text().split()[0]), "redis": redis_pid}
+    return measure_run(root, data_dir, emulator, env, servers)
+
+
+def redeliver(store: BaseEventStore, url: str) -> dict[str, Any]:
+    """Every event of `store` POSTed to `url` as Audian retries one (same webhook-id and body, signed
+    anew), so a second store gets what the first got; each must be acknowledged or this raises."""
+    from audian_pipeline.emulator.delivery import sign
+
+    events = store.events_after(0)
+
+    def post(event: StoredEvent) -> int:
+        body, timestamp = event.payload.encode(), int(time.time())
+        headers = {"content-type": "application/json", "webhook-id": event.webhook_id,
+                   "webhook-timestamp": str(timestamp),
+                   "webhook-signature": sign(WEBHOOK_SECRET, event.webhook_id, timestamp, body)}
+        return requests.post(url, data=body, headers=headers, timeout=30).status_code
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(REDELIVERY_THREADS) as pool:
+        answers = Counter(pool.map(post, events))
+    refused = {status: n for status, n in answers.items() if not 200 <= status < 300}
+    if refused:
+        raise RuntimeError(f"the receiver on Postgres refused re-delivered webhooks: {refused}")
+    return {"events": len(events), "seconds": round(time.perf_counter() - started, 1)}
+
+
 # ---- one size ------------------------------------------------------------------------------------
 @dataclass
 class SizeFigures:
@@ -330,6 +480,7 @@ class SizeFigures:
     load_alone_s: float
     load_details: dict[str, Any]
     detail_run: RunFigures | None = None
+    distributed: Distributed | None = None
 
     @property
     def recordings(self) -> int:
@@ -408,7 +559,8 @@ def day_alone(data_dir: Path, target: Path) -> Path:
     return target
 
 
-def measure_size(workdir: Path, profile: Profile, api_key: str, per_day: int, detail_baseline: bool) -> SizeFigures:
+def measure_size(workdir: Path, profile: Profile, api_key: str, per_day: int, detail_baseline: bool,
+                 distributed: bool = False) -> SizeFigures:
     root = workdir / f"scale-{per_day}"
     data_dir = root / "data"
     root.mkdir(parents=True, exist_ok=True)
@@ -416,6 +568,8 @@ def measure_size(workdir: Path, profile: Profile, api_key: str, per_day: int, de
     try:
         started = time.perf_counter()
         setup: dict[str, Any] = {"retained days": seed_retained_days(data_dir, per_day)}
+        if distributed:  # the retained days as the in-process run finds them, for the distributed one
+            shutil.copytree(data_dir, root / "data-distributed")
         status = root / "emulator-status.json"
         with WebhookReceiver(events_home) as receiver, \
                 ScaleEmulator(root, per_day, api_key, receiver.url, status, workdir, profile) as emulator:
@@ -431,32 +585,37 @@ def measure_size(workdir: Path, profile: Profile, api_key: str, per_day: int, de
             if detail_baseline:  # the same account, an events store that no webhook reached
                 detail_run = run_day(root, root / "data-no-webhooks", emulator, api_key,
                                      root / "no-webhooks" / "events.sqlite3")
+            on_workers = measure_distributed(root, root / "data-distributed", emulator, api_key,
+                                             receiver.store) if distributed else None
         load_full, result = time_day_load(data_dir)
         rows = sum(result.rows_by_table.values())
         load_alone, _ = time_day_load(day_alone(data_dir, root / "day-alone"))
         details = {"published_by": getattr(result, "published_by", "copy (whole file)"),
                    "bytes_copied": getattr(result, "bytes_copied", None), "full_rebuild": result.full_rebuild}
         return SizeFigures(per_day, run, setup, rows, warehouse_path(data_dir).stat().st_size, load_full, load_alone,
-                           details, detail_run)
+                           details, detail_run, on_workers)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(events_home, ignore_errors=True)
 
 
 # ---- the section -----------------------------------------------------------------------------------
-def bench_scale(workdir: Path, profile: Profile, api_key: str, sizes: tuple[int, ...] | None = None) -> Section:
+def bench_scale(workdir: Path, profile: Profile, api_key: str, sizes: tuple[int, ...] | None = None,
+                raw: Path = RESULTS / "scale.json") -> Section:
     quick = profile.name == "quick"
     sizes = sizes or (QUICK_SIZES if quick else FULL_SIZES)
     section = Section("scale", f"7. Costs that grow with the work: one day's run ({DAY}) at "
                       + " / ".join(f"{n:,}" for n in sizes) + f" recordings a day, {RETAINED_DAYS} days retained",
                       ours_label="this size", baseline_label=f"at {sizes[0]:,}/day")
-    measured = [measure_size(workdir, profile, api_key, n, detail_baseline=(n == sizes[0])) for n in sizes]
+    measured = [measure_size(workdir, profile, api_key, n, detail_baseline=(n == sizes[0]), distributed=(n == sizes[0]))
+                for n in sizes]
     _rows(section, measured)
     _goals(section, measured)
     _facts(section, measured)
+    _distributed(section, measured[0])
     section.facts["capacity at 1,000,000 recordings a day"] = capacity(measured[-1], measured[0])
-    save_raw(measured, RESULTS / "scale.json")
-    section.facts["raw figures"] = str(RESULTS / "scale.json")
+    save_raw(measured, raw)
+    section.facts["raw figures"] = str(raw)
     section.notes += _notes(sizes, quick)
     return section
 
@@ -560,6 +719,47 @@ def _size_line(s: SizeFigures) -> str:
             f"({s.load_details}); before the run: {s.setup}")
 
 
+def _distributed(section: Section, small: SizeFigures) -> None:
+    """The distributed row beside the in-process run of the same size, or why there is none."""
+    figures, name = small.distributed, f"on {WORKERS} Celery workers at {small.per_day:,}/day"
+    if figures is None:
+        return
+    if figures.run is None:
+        section.facts[name] = f"skipped: {figures.skipped}" if figures.skipped else f"failed ({figures.setup})"
+        if figures.failed:
+            section.goals.append(Goal(f"the day's run {name} succeeds", False, figures.failed[-3000:]))
+        return
+    run, n = figures.run, small.recordings
+    section.rows.append(Row(f"whole run {name}, s (baseline: in-process)", run.wall, small.run.wall, "s", False, 1))
+    for stage in ALL_STAGES:
+        ours = ms_per_recording(run.stage(stage), n)
+        if ours is not None:
+            section.rows.append(Row(f"{stage}, ms per recording {name} (baseline: in-process)", ours,
+                                    ms_per_recording(small.run.stage(stage), n), "ms/rec", False, 3))
+    section.rows.append(Row(f"API requests per archived recording {name} (baseline: in-process)",
+                            run.per_recording_requests, small.run.per_recording_requests, "req/rec", False, 2))
+    steps = sum(step.wall for step in run.steps.values())
+    section.facts[name] = {
+        "run": f"{run.wall:.1f} s ({run.wall - steps:.1f} s outside steps); requests {run.requests}; "
+               f"outcomes {run.outcomes}",
+        "CPU s by process": _cpu_line(run), "CPU s by process, in-process": _cpu_line(small.run),
+        "before the run": figures.setup,
+    }
+    section.goals.append(Goal(f"the day's run {name} archives what the in-process run archives",
+                              run.outcomes == small.run.outcomes and run.archived_bytes == small.run.archived_bytes,
+                              f"{run.outcomes}, {run.archived_bytes:,} bytes vs {small.run.outcomes}, "
+                              f"{small.run.archived_bytes:,} bytes"))
+
+
+def _cpu_line(run: RunFigures) -> str:
+    return ", ".join(f"{name} {cpu:.1f}" for name, cpu in run.process_cpu.items()) + \
+        f" = {sum(run.process_cpu.values()):.1f}"
+
+
+def _raw_run(run: RunFigures | None) -> dict[str, Any] | None:
+    return vars(run) | {"steps": {k: vars(v) for k, v in run.steps.items()}, "materialized": None} if run else None
+
+
 def save_raw(measured: list[SizeFigures], path: Path) -> None:
     """Every figure of every size, for comparing runs (the report prints a digest)."""
     raw = {str(s.per_day): {
@@ -567,8 +767,9 @@ def save_raw(measured: list[SizeFigures], path: Path) -> None:
                 "steps": {k: vars(v) for k, v in s.run.steps.items()},
                 "metadata": {asset: {k: v for k, v in meta.items() if isinstance(v, (int, float, dict, list))}
                              for asset, meta in s.run.materialized.items() if asset in STAGES}},
-        "detail_run": vars(s.detail_run) | {"steps": {k: vars(v) for k, v in s.detail_run.steps.items()},
-                                            "materialized": None} if s.detail_run else None,
+        "detail_run": _raw_run(s.detail_run),
+        "distributed": s.distributed and {"run": _raw_run(s.distributed.run), "setup": s.distributed.setup,
+                                          "skipped": s.distributed.skipped, "failed": s.distributed.failed},
         "setup": s.setup, "warehouse_rows": s.warehouse_rows, "warehouse_bytes": s.warehouse_bytes,
         "load_full_s": s.load_full_s, "load_alone_s": s.load_alone_s, "load_details": s.load_details,
     } for s in measured}
@@ -637,6 +838,11 @@ def _notes(sizes: tuple[int, ...], quick: bool) -> list[str]:
         "Audio stages scale with recording length: 3 s files here, so recording_audio and recording_speech cost "
         "less per recording than real calls (the archive's MB/s and speech's x-real-time, sections 3 and 4, "
         "carry them to ~1 MB recordings).",
+        f"The rows 'on {WORKERS} Celery workers' (smallest size only): the same day on a copy of the retained days, "
+        f"Postgres instance and events store (webhooks re-delivered to a receiver on it), Redis, {WORKERS} workers x "
+        f"concurrency {WORKER_CONCURRENCY} on this same 2-core machine, so they show the overhead of the deployment, "
+        "not a speed-up; each extra machine adds a worker's cores (steps of other days and runs in parallel, under "
+        "the one AUDIAN_API_MAX_CONCURRENCY) and the bytes it downloads and writes.",
     ]
     if quick:
         notes.insert(0, f"--quick: sizes {', '.join(f'{n:,}' for n in sizes)} a day instead of "
@@ -658,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = tuple(int(n) for n in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="audian_scale_") as tmp:
         started = time.perf_counter()
-        section = bench_scale(Path(tmp), QUICK, os.environ.get("AUDIAN_API_KEY") or DEMO_API_KEY, sizes)
+        section = bench_scale(Path(tmp), QUICK, os.environ.get("AUDIAN_API_KEY") or DEMO_API_KEY, sizes,
+                              raw=RESULTS / f"scale-{'-'.join(map(str, sizes))}.json")  # not the section's file
         section.seconds = time.perf_counter() - started
     print_section(section)
     return 0

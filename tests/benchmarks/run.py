@@ -872,17 +872,17 @@ _PEAK_NOTE = (
 
 
 class WebhookReceiver:
-    """The pipeline's own receiver (`create_app` + `EventStore` under `data_dir`) on uvicorn, in a
-    thread of this process, so the emulator's signed `recording.completed` webhooks put the real
-    checksums where the archive reads them."""
+    """The pipeline's own receiver (`create_app` + the events store under `data_dir`, or at `events`:
+    a path or a postgresql:// URL, as AUDIAN_EVENTS_DB) on uvicorn, in a thread of this process, so
+    the emulator's signed `recording.completed` webhooks put the real checksums where the archive reads them."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, events: str | None = None) -> None:
         import uvicorn
 
         from audian_pipeline.webhooks.receiver import create_app
-        from audian_pipeline.webhooks.store import EventStore
+        from audian_pipeline.webhooks.store import open_event_store
 
-        self.store = EventStore(events_db(data_dir))
+        self.store = open_event_store(events or events_db(data_dir))
         # IPPROTO_TCP, so asyncio sets TCP_NODELAY (see the emulator's bind())
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
