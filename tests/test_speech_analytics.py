@@ -111,6 +111,20 @@ def test_undecodable_input_names_its_reason(data: bytes) -> None:
     assert "\n" not in str(caught.value)
 
 
+def test_the_reason_is_the_same_whichever_file_object_reads_the_bytes(tmp_path) -> None:
+    """A reason is kept in the lake beside the file's sha256: the same bytes must give the same
+    words, whether read from memory, a spool file or a path, in this process or another."""
+    data = random.Random(5).randbytes(50_000)
+    (tmp_path / "noise.wav").write_bytes(data)
+    reasons = set()
+    with open(tmp_path / "noise.wav", "rb") as handle:
+        for source in (io.BytesIO(data), handle, tmp_path / "noise.wav"):
+            with pytest.raises(Undecodable) as caught:
+                analyse(source)
+            reasons.add(str(caught.value))
+    assert len(reasons) == 1, reasons
+
+
 def test_a_rate_the_detector_does_not_take_is_refused_in_one_line(tmp_path) -> None:
     path = tmp_path / "cd.wav"
     soundfile.write(path, [0.0] * 44100, 44100)

@@ -120,15 +120,18 @@ def analyse(source: str | Path | BinaryIO, detector: Detector = DEFAULT_DETECTOR
                 raise Undecodable(f"sample rate {rate} Hz: the detector takes {', '.join(map(str, VAD_RATES))} Hz")
             runs, frames = _speech_runs(audio, detector)
     except (soundfile.LibsndfileError, RuntimeError) as exc:
-        raise Undecodable(f"not decodable audio: {_one_line(exc)}") from None
+        raise Undecodable(f"not decodable audio: {_reason(exc)}") from None
     frame_s = detector.frame_ms / 1000
     duration = frames / rate
     segments = tuple(tuple((s * frame_s, min(e * frame_s, duration)) for s, e in _smooth(r, detector)) for r in runs)
     return Analysis(rate, channels, duration, segments, measure(segments, duration, detector.min_silence_ms / 1000))
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _reason(exc: Exception) -> str:
+    """One line, the same for the same bytes: libsndfile's words without its prefix, which names the
+    file object (a descriptor number or an address, different at each opening and in each process)."""
+    text = exc.error_string if isinstance(exc, soundfile.LibsndfileError) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def _speech_runs(audio: soundfile.SoundFile, detector: Detector) -> tuple[list[list[tuple[int, int]]], int]:
