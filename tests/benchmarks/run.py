@@ -230,7 +230,7 @@ class EmulatorProcess:
             try:
                 requests.get(url, timeout=2)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a Timeout: still building a large account
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"the emulator did not answer at {url} within {timeout:.0f} s:\n{self.log_tail()}") from None
