@@ -10,7 +10,7 @@ from audian_pipeline.defs.day_metadata import add_day_metadata, run_metadata
 from audian_pipeline.defs.partitions import backfill_policy, daily_partitions, partition_days
 from audian_pipeline.defs.resources import LakeResource
 from audian_pipeline.lake.tables import RECORDING_AUDIO
-from audian_pipeline.sync.recording_speech import TABLE, SpeechDay, analyse_day
+from audian_pipeline.sync.recording_speech import TABLE, AnalysisPool, SpeechDay, analyse_day
 
 UNIQUE_RECORDING_IDS = "unique_recording_id"
 DECODES = "archived_audio_decodes"
@@ -41,12 +41,14 @@ DECODES = "archived_audio_decodes"
 )
 def recording_speech(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     days: list[SpeechDay] = []
-    for day in partition_days(context):
-        result = analyse_day(lake.path, day, lake=lake.lake_store(), cipher=lake.archive_cipher())
-        context.log.info("recording_speech %s: %s; %d analysed, %.0f s of audio at %.0fx real time",
-                         day, result.outcomes, result.analysed, result.audio_seconds, result.times_real_time)
-        days.append(result)
-        add_day_metadata(context, day, _day_metadata(result))
+    with AnalysisPool(lake.analysis_processes()) as pool:
+        for day in partition_days(context):
+            result = analyse_day(lake.path, day, lake=lake.lake_store(), cipher=lake.archive_cipher(), pool=pool)
+            context.log.info("recording_speech %s: %s; %d analysed by %d process(es), %.0f s of audio at %.0fx "
+                             "real time per CPU", day, result.outcomes, result.analysed, result.processes,
+                             result.audio_seconds, result.times_real_time)
+            days.append(result)
+            add_day_metadata(context, day, _day_metadata(result))
     return dg.MaterializeResult(
         metadata=_run_metadata(days, lake),
         check_results=[
@@ -61,6 +63,7 @@ def _day_metadata(day: SpeechDay) -> dict:
     return {
         "rows": dg.MetadataValue.int(day.rows),
         "analysed": day.analysed,
+        "speech_processes": dg.MetadataValue.int(day.processes),
         "kept": day.rows - day.analysed,
         "audio_seconds_analysed": dg.MetadataValue.float(round(day.audio_seconds, 1)),
         "times_real_time": dg.MetadataValue.float(round(day.times_real_time, 1)),
@@ -78,6 +81,7 @@ def _run_metadata(days: list[SpeechDay], lake: LakeResource) -> dict:
     return run_metadata(
         [d.day for d in days], rows=sum(d.rows for d in days), analysed=sum(d.analysed for d in days),
         outcomes=dg.MetadataValue.json(dict(sorted(outcomes.items()))),
+        speech_processes=dg.MetadataValue.int(max((d.processes for d in days), default=1)),
         audio_seconds_analysed=dg.MetadataValue.float(round(audio, 1)),
         times_real_time=dg.MetadataValue.float(round(audio / cpu, 1) if cpu else 0.0),
         detector=f"{DEFAULT_DETECTOR.name} ({DEFAULT_DETECTOR.settings})",

@@ -10,6 +10,7 @@ that prefer explicit values pass them, or `dg.EnvVar(...)`, as fields.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from audian_pipeline.settings import (
 from audian_pipeline.storage import ARCHIVE_SETTING, LAKE_SETTING, Store
 
 RETENTION_SETTING = "AUDIAN_ARCHIVE_RETENTION_DAYS"
+SPEECH_PROCESSES_SETTING = "AUDIAN_SPEECH_PROCESSES"
 
 
 class AudianResource(dg.ConfigurableResource):
@@ -128,7 +130,8 @@ class LakeResource(dg.ConfigurableResource):
     the default home of the lake (AUDIAN_LAKE_URL) and the archive (AUDIAN_ARCHIVE_URL), either of
     which may be s3://bucket/prefix; each is checked writable at run start, naming its setting.
     Also where a bad AUDIAN_PARTITIONS_START surfaces, since every partitioned run starts this
-    resource and the partitions themselves must load whatever the variable says."""
+    resource and the partitions themselves must load whatever the variable says. And
+    AUDIAN_SPEECH_PROCESSES, since the step that reads it (recording_speech) reads only the lake."""
 
     data_dir: str | None = None
     lake_url: str | None = None
@@ -147,6 +150,9 @@ class LakeResource(dg.ConfigurableResource):
     archive_retention_days: int | None = None
     """AUDIAN_ARCHIVE_RETENTION_DAYS: days an archived recording is kept after its created_at,
     then disposed of by `archive_disposals`; unset (the default) keeps it forever."""
+    speech_processes: int | None = None
+    """AUDIAN_SPEECH_PROCESSES: processes that analyse a day's recordings for `recording_speech`;
+    default one per CPU this process may use; 1 analyses in the step's own process."""
 
     @property
     def path(self) -> Path:
@@ -185,6 +191,18 @@ class LakeResource(dg.ConfigurableResource):
             raise SettingError(f"{exc} Set it to a number of days, or unset it to keep archived recordings "
                                "forever.") from None
 
+    def analysis_processes(self) -> int:
+        """AUDIAN_SPEECH_PROCESSES, or the CPUs this process may use (its affinity, not the machine's)."""
+        raw = (str(self.speech_processes) if self.speech_processes is not None
+               else env_value(SPEECH_PROCESSES_SETTING, "").strip())
+        if not raw:
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        try:
+            return positive_int(SPEECH_PROCESSES_SETTING, raw)
+        except SettingError as exc:
+            raise SettingError(f"{exc} Set it to how many processes analyse a day's recordings (1: in the step's "
+                               "own process), or unset it for one per CPU.") from None
+
     def events_location(self) -> str:
         return check_events_db(self.events_db or env_value("AUDIAN_EVENTS_DB", str(events_db(self.path))))
 
@@ -194,6 +212,7 @@ class LakeResource(dg.ConfigurableResource):
         self.archive_cipher()
         self.deletes_at_audian()
         self.retention_days()
+        self.analysis_processes()
         path = self.path
         try:
             path.mkdir(parents=True, exist_ok=True)

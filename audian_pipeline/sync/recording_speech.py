@@ -7,19 +7,33 @@ settings are the ones it was made from; a new file or new settings are analysed 
 that is not audio the detector takes is `undecodable` with its reason, and stays so (decoding
 the same bytes again gives the same answer); a file the archive could not hand over is
 `unreadable`, and is tried again on the next run.
+
+The analysis is CPU-bound and one recording is independent of the next, so a day with more than
+a handful to analyse runs them on an `AnalysisPool` of spawned processes, one recording per task:
+each opens (and decrypts) its archived file itself and sends back only the row, and the day's
+partition is still written once, by the caller. Spawned, not forked: the step's process has
+threads (Dagster's, the client's), and a fork copies their locks in whatever state they are in.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import tempfile
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import BinaryIO
 
-from audian_pipeline.audio.crypto import ArchiveCipher
+from audian_pipeline.audio.crypto import ArchiveCipher, load_cipher
 from audian_pipeline.audio.retrieve import RestoreError, read_plaintext
 from audian_pipeline.audio.speech import DEFAULT_DETECTOR, Analysis, Detector, Undecodable, analyse
 from audian_pipeline.lake.parquet import read_rows, to_table, write_partition
@@ -40,9 +54,12 @@ class SpeechDay:
     audio_seconds: float
     """Seconds of audio this run decoded and judged."""
     seconds_analysing: float
+    """CPU seconds, summed over the processes that analysed."""
     outcomes: dict[str, int]
     undecodable: dict[str, str]
     """recording_id -> reason, for every undecodable recording of the day."""
+    processes: int = 1
+    """Processes that analysed the day: 1 when it was analysed in the caller's own process."""
 
     @property
     def times_real_time(self) -> float:
@@ -78,36 +95,119 @@ def open_archived(manifest_row: dict, data_dir: Path, cipher: ArchiveCipher | No
     return plain
 
 
+class AnalysisPool:
+    """Up to `processes` spawned processes that analyse recordings, started by the first day with
+    more than a handful to analyse and shared by the run's later days; a smaller day, or
+    `processes` 1, is analysed in the caller's own process and pays no start-up."""
+
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> AnalysisPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def takes(self, recordings: int) -> bool:
+        return self.processes > 1 and recordings > 2 * self.processes
+
+    def analyse(self, manifest_rows: list[dict], data_dir: Path, detector: Detector, now: datetime,
+                keyset: Path | None) -> list[tuple[dict, float]]:
+        """(row, CPU seconds) per manifest row, in order. The keyset goes by path: each process
+        loads its own cipher, and no key material crosses a pipe."""
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
+        with _children_allowed():  # the processes start as the tasks are submitted, all of them here
+            results = self._executor.map(_analyse_in_child, manifest_rows, repeat(data_dir), repeat(detector),
+                                         repeat(now), repeat(keyset))
+        return list(results)
+
+
+@contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Under Celery's prefork pool a task runs in a billiard process, which stands in for
+    multiprocessing's current process: a daemonic one, which multiprocessing refuses children
+    (lest they outlive it: ours end with it, see `_exit_with_parent`), with an authkey that only
+    billiard may pickle, and spawning sends it to each child. Both are made plain while the
+    analysers start, then put back; in any other process this changes nothing."""
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    saved = dict(config)
+    config["daemon"] = False
+    config["authkey"] = multiprocessing.process.AuthenticationString(config["authkey"])  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        config.clear()
+        config.update(saved)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In each analysing process: exit once the step's process is gone (SIGKILLed, say), rather
+    than wait forever on a task queue whose write end it holds itself."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def analyse_day(data_dir: Path, day: date, detector: Detector = DEFAULT_DETECTOR,
                 now: datetime | None = None, *, lake: Store | None = None,
-                cipher: ArchiveCipher | None = None) -> SpeechDay:
+                cipher: ArchiveCipher | None = None, pool: AnalysisPool | None = None) -> SpeechDay:
     """`lake` is AUDIAN_LAKE_URL's Store (default: data_dir's lake/); `cipher` decrypts an
-    encrypted archive (AUDIAN_ARCHIVE_KEYSET)."""
+    encrypted archive (AUDIAN_ARCHIVE_KEYSET); `pool` analyses a large day on several processes."""
     now = now or datetime.now(timezone.utc)
     store = lake_at(lake or data_dir)
     verified = [r for r in read_rows(store, RECORDING_AUDIO, day) if r["outcome"] == "verified"]
     rows = {row["recording_id"]: row for row in read_rows(store, TABLE, day)}
-    analysed, audio_seconds, started = 0, 0.0, time.process_time()
-    for manifest_row in verified:
-        kept = rows.get(manifest_row["recording_id"])
-        if kept is not None and _still_current(kept, manifest_row, detector):
-            continue
-        rows[manifest_row["recording_id"]] = row = _analyse_one(manifest_row, data_dir, detector, now, cipher)
-        analysed += 1
-        audio_seconds += row.get("duration_seconds") or 0.0
-    elapsed = time.process_time() - started
+    todo = [m for m in verified
+            if (kept := rows.get(m["recording_id"])) is None or not _still_current(kept, m, detector)]
+    if pool is not None and pool.takes(len(todo)):
+        processes = pool.processes
+        results = pool.analyse(todo, data_dir, detector, now, cipher.keyset_path if cipher else None)
+    else:
+        processes, results = 1, [_timed(m, data_dir, detector, now, cipher) for m in todo]
+    for row, _ in results:
+        rows[row["recording_id"]] = row
     ordered = sorted(rows.values(), key=lambda r: (r["created_at"], r["recording_id"]), reverse=True)
     path, _ = write_partition(store, TABLE, day, to_table(TABLE, ordered))
     return SpeechDay(
-        day=day, path=str(path), rows=len(ordered), analysed=analysed, audio_seconds=audio_seconds,
-        seconds_analysing=elapsed, outcomes=dict(Counter(r["outcome"] for r in ordered)),
+        day=day, path=str(path), rows=len(ordered), analysed=len(results),
+        audio_seconds=sum((row.get("duration_seconds") or 0.0 for row, _ in results), 0.0),
+        seconds_analysing=sum((cpu for _, cpu in results), 0.0), outcomes=dict(Counter(r["outcome"] for r in ordered)),
         undecodable={r["recording_id"]: r["reason"] for r in ordered if r["outcome"] == "undecodable"},
+        processes=processes,
     )
 
 
 def _still_current(row: dict, manifest_row: dict, detector: Detector) -> bool:
     return (row["outcome"] != "unreadable" and row["sha256"] == manifest_row["sha256"]
             and row["detector"] == detector.name and row["detector_settings"] == detector.settings)
+
+
+def _analyse_in_child(manifest_row: dict, data_dir: Path, detector: Detector, now: datetime,
+                      keyset: Path | None) -> tuple[dict, float]:
+    return _timed(manifest_row, data_dir, detector, now, _cipher_at(keyset) if keyset else None)
+
+
+@lru_cache(maxsize=2)
+def _cipher_at(keyset: Path) -> ArchiveCipher:
+    """Loaded once per analysing process, the way the step's own process loaded it."""
+    return load_cipher(keyset)
+
+
+def _timed(manifest_row: dict, data_dir: Path, detector: Detector, now: datetime,
+           cipher: ArchiveCipher | None) -> tuple[dict, float]:
+    """The row and the CPU seconds of this process it took (per CPU, whichever process ran it)."""
+    started = time.process_time()
+    row = _analyse_one(manifest_row, data_dir, detector, now, cipher)
+    return row, time.process_time() - started
 
 
 def _analyse_one(manifest_row: dict, data_dir: Path, detector: Detector, now: datetime,

@@ -5,18 +5,25 @@ same figures as its `speech` section. Files are the emulator's conversations (st
 callee, or mono), written to a temporary directory. Speed is audio seconds per CPU second of
 this process (the analysis is one thread: one core), the best of `rounds` runs; decoding alone
 reads the file through libsndfile in the analysis's own block size and does nothing else. Peak
-memory is each step's VmHWM in a fresh interpreter, on a file `long_minutes` long.
+memory is each step's VmHWM in a fresh interpreter, on a file `long_minutes` long. A day is a
+hand-made verified day of conversations analysed by `analyse_day` with 1 process and with N
+(AUDIAN_SPEECH_PROCESSES' default: the CPUs this process may use), in audio seconds per second of
+wall time, pool start-up included, and per CPU second of the processes that analysed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import soundfile
@@ -24,6 +31,9 @@ import soundfile
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from audian_pipeline.audio.speech import BLOCK_SECONDS, MPEG_FRAME, analyse  # noqa: E402
 from audian_pipeline.emulator.audio import AudioSpec, iter_audio  # noqa: E402
+from audian_pipeline.lake.parquet import to_table, write_partition  # noqa: E402
+from audian_pipeline.lake.tables import RECORDING_AUDIO, RECORDING_SPEECH  # noqa: E402
+from audian_pipeline.sync.recording_speech import AnalysisPool, analyse_day  # noqa: E402
 
 CASES = [  # label, format, sample rate, channels, kbps
     ("16 kHz mono WAV", "wav", 16000, 1, 256),
@@ -33,6 +43,7 @@ CASES = [  # label, format, sample rate, channels, kbps
     ("48 kHz mono Opus", "opus", 48000, 1, 32),
 ]
 GOAL_TIMES_REAL_TIME = 200
+DAY = date(2026, 1, 15)
 
 _CHILD = r"""
 import sys
@@ -54,6 +65,39 @@ def write_file(directory: Path, fmt: str, rate: int, channels: int, kbps: int, s
         for chunk in iter_audio(spec):
             out.write(chunk)
     return path
+
+
+def write_day(data_dir: Path, day: date, recordings: int, seconds: int) -> None:
+    """A day of verified plaintext recordings in `data_dir`'s archive and lake, every format of
+    CASES in turn, as recording_audio leaves them for recording_speech."""
+    manifest = []
+    for i in range(recordings):
+        _, fmt, rate, channels, kbps = CASES[i % len(CASES)]
+        spec = AudioSpec(f"rec_day_{i:05d}", fmt, seconds, rate, channels, kbps, "conversation")
+        path = data_dir / "audio" / f"{spec.recording_id}.{fmt}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(iter_audio(spec)))
+        created = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(seconds=i)
+        manifest.append({"recording_id": spec.recording_id, "created_at": created, "outcome": "verified",
+                         "path": str(path), "bytes": path.stat().st_size, "probed_format": fmt, "attempts": 1,
+                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    write_partition(data_dir, RECORDING_AUDIO, day, to_table(RECORDING_AUDIO, manifest))
+
+
+def day_speeds(directory: Path, recordings: int, seconds: int, processes: int | None = None) -> list[dict]:
+    """The same day analysed afresh with 1 process and with `processes` (default: one per CPU)."""
+    write_day(directory, DAY, recordings, seconds)
+    rows = []
+    for n in (1, processes or len(os.sched_getaffinity(0))):
+        shutil.rmtree(directory / "lake" / RECORDING_SPEECH.name, ignore_errors=True)
+        started = time.monotonic()
+        with AnalysisPool(n) as pool:
+            found = analyse_day(directory, DAY, pool=pool)
+        wall = time.monotonic() - started
+        rows.append({"processes": found.processes, "recordings": found.analysed, "audio_seconds": found.audio_seconds,
+                     "wall_seconds": round(wall, 2), "x_real_time": found.audio_seconds / wall,
+                     "x_real_time_per_cpu": found.times_real_time})
+    return rows
 
 
 def decode_only(path: str | Path) -> int:
@@ -104,9 +148,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=10, help="length of each speed test file")
     parser.add_argument("--long-minutes", type=int, default=60, help="length of the peak-memory file")
+    parser.add_argument("--day-recordings", type=int, default=40, help="recordings of the day analysed by 1 and N")
+    parser.add_argument("--day-seconds", type=int, default=240, help="length of each of the day's recordings")
+    parser.add_argument("--processes", type=int, default=None, help="N (default: the CPUs this process may use)")
+    parser.add_argument("--day-only", action="store_true", help="measure only the day on 1 and N processes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="audian_speech_bench_") as tmp:
-        report = {"speeds": speeds(Path(tmp), args.minutes), "memory": peak_memory(Path(tmp), args.long_minutes)}
+        report = {"day": day_speeds(Path(tmp) / "day", args.day_recordings, args.day_seconds, args.processes)}
+        if not args.day_only:
+            report |= {"speeds": speeds(Path(tmp), args.minutes), "memory": peak_memory(Path(tmp), args.long_minutes)}
     print(json.dumps(report, indent=2))
     return 0
 
