@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from audian_pipeline import definitions
 from audian_pipeline.runner import run_range
@@ -47,6 +48,17 @@ def test_a_bad_partitions_start_loads_and_fails_runs_naming_it(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "AUDIAN_PARTITIONS_START" in run.stderr and "YYYY-MM-DD" in run.stderr
+
+
+@pytest.mark.parametrize("value", ["lots", "0"])
+def test_a_bad_speech_processes_fails_the_run_in_one_line_naming_it(tmp_path, value):
+    env = _env(AUDIAN_SPEECH_PROCESSES=value, AUDIAN_API_URL="http://127.0.0.1:9", DAGSTER_HOME=str(tmp_path),
+               AUDIAN_DATA_DIR=str(tmp_path / "d"))
+    run = subprocess.run([*CLI, "run", "--start", "2026-11-01", "--end", "2026-11-01"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "AUDIAN_SPEECH_PROCESSES" in run.stderr, run.stderr
+    assert "unset it for one per CPU" in run.stderr
 
 
 def test_settings_set_only_at_launch_are_the_ones_used(emulator, tmp_path, monkeypatch):
