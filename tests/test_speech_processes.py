@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def test_a_day_on_two_processes_gives_exactly_the_rows_of_one(fresh_emulator, da
 
 BILLIARD_CHILD = r"""
 import sys
+import time
 from pathlib import Path
 
 import billiard
@@ -112,3 +114,49 @@ def test_the_pool_starts_inside_a_celery_prefork_child(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["2", "{'analysed':", "6}"]
+
+
+ORPHANED = r"""
+import multiprocessing
+import sys
+import time
+import time
+from pathlib import Path
+
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+from benchmarks.bench_speech import DAY, write_day
+from audian_pipeline.sync.recording_speech import AnalysisPool, analyse_day
+
+if __name__ == "__main__":
+    write_day(Path(sys.argv[2]), DAY, recordings=6, seconds=5)
+    with AnalysisPool(2) as pool:
+        analyse_day(Path(sys.argv[2]), DAY, pool=pool)
+        print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+        time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_the_analysers_exit_when_the_step_process_is_killed(tmp_path):
+    script = tmp_path / "orphaned.py"
+    script.write_text(ORPHANED)
+    step = subprocess.Popen([sys.executable, str(script), str(CHECKOUT), str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        analysers = [int(pid) for pid in step.stdout.readline().split()]
+    finally:
+        step.kill()
+        step.wait(30)
+    assert len(analysers) >= 2
+    for _ in range(300):
+        if not any(_running(pid) for pid in analysers):
+            break
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in analysers), "analysers outlived the step's process"
