@@ -58,10 +58,16 @@ def test_demo_path_reports_match_the_emulator(fresh_emulator, data_dir):
         status = {r.recording_id: r.status_at(now) for r in listed}
         corrupted = {r.recording_id for r in listed if emu.faults.is_corrupted(r.recording_id)}
 
-        # durations: per day, format and channels, over recordings that have stopped
+        # durations: per day, format and channels, over recordings that have stopped. Every webhook was
+        # delivered, so each completed or failed recording is described by its event: a failed one has no
+        # file, so no format; a completed one's channels are probed from its file, which corruption hides
         groups = defaultdict(list)
         for r in listed:
-            if status[r.recording_id] in ("stopped", "processing", "completed", "failed"):
+            if status[r.recording_id] == "failed":
+                groups[(r.created_at.date(), "unknown", None)].append(r.duration)
+            elif status[r.recording_id] == "completed" and r.recording_id in corrupted:
+                groups[(r.created_at.date(), r.file_format, None)].append(r.duration)
+            elif status[r.recording_id] in ("stopped", "processing", "completed"):
                 groups[(r.created_at.date(), r.file_format, r.channels)].append(r.duration)
         got = {(row["day"], row["file_format"], row["channels"]): row for row in report(data_dir, "report_durations")}
         assert set(got) == set(groups)

@@ -95,13 +95,20 @@ def open_archived(manifest_row: dict, data_dir: Path, cipher: ArchiveCipher | No
     return plain
 
 
+MIN_AUDIO_SECONDS_PER_PROCESS = 3000.0
+"""A day is analysed on the pool only when each process gets at least this much audio: ~5 s of
+CPU at the detector's ~600x real time, against ~1-2 s to spawn an analyser and import numpy,
+soundfile and webrtcvad. A day of a few dozen short calls is quicker in the step's own process."""
+
+
 class AnalysisPool:
     """Up to `processes` spawned processes that analyse recordings, started by the first day with
-    more than a handful to analyse and shared by the run's later days; a smaller day, or
-    `processes` 1, is analysed in the caller's own process and pays no start-up."""
+    enough audio to analyse (`min_audio_seconds` per process) and shared by the run's later days;
+    a smaller day, or `processes` 1, is analysed in the caller's own process and pays no start-up."""
 
-    def __init__(self, processes: int = 1) -> None:
+    def __init__(self, processes: int = 1, min_audio_seconds: float | None = None) -> None:
         self.processes = processes
+        self.min_audio_seconds = MIN_AUDIO_SECONDS_PER_PROCESS if min_audio_seconds is None else min_audio_seconds
         self._executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> AnalysisPool:
@@ -112,8 +119,10 @@ class AnalysisPool:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    def takes(self, recordings: int) -> bool:
-        return self.processes > 1 and recordings > 2 * self.processes
+    def takes(self, manifest_rows: list[dict]) -> bool:
+        audio_seconds = sum(row.get("probed_duration") or 0.0 for row in manifest_rows)
+        return (self.processes > 1 and len(manifest_rows) > 2 * self.processes
+                and audio_seconds >= self.min_audio_seconds * self.processes)
 
     def analyse(self, manifest_rows: list[dict], data_dir: Path, detector: Detector, now: datetime,
                 keyset: Path | None) -> list[tuple[dict, float]]:
@@ -168,7 +177,7 @@ def analyse_day(data_dir: Path, day: date, detector: Detector = DEFAULT_DETECTOR
     rows = {row["recording_id"]: row for row in read_rows(store, TABLE, day)}
     todo = [m for m in verified
             if (kept := rows.get(m["recording_id"])) is None or not _still_current(kept, m, detector)]
-    if pool is not None and pool.takes(len(todo)):
+    if pool is not None and pool.takes(todo):
         processes = pool.processes
         results = pool.analyse(todo, data_dir, detector, now, cipher.keyset_path if cipher else None)
     else:

@@ -7,10 +7,11 @@
 -- Counted: recordings that have stopped (status stopped, processing, completed or failed), since duration reads 0
 -- until then; deleted recordings too, since they were made that day. A duration Audian has not given (NULL) stays
 -- unknown: the recording counts in recordings and durations_unknown, and the duration figures are over the others.
--- A missing file_format (detail not fetched, or no file yet) shows as 'unknown'. channels is Audian's where its
--- detail call gave it; for a recording described by its recording.completed webhook (recordings.detail_source =
--- 'webhook', which carries no channel count) it is the count measured from the verified archived file
--- (recording_audio.probed_channels), NULL until that file is verified.
+-- A missing file_format (detail not fetched, or no file yet) shows as 'unknown', as for a failed recording described
+-- by its recording.failed webhook (no file, so no detail call). channels is Audian's where its detail call gave it;
+-- for a recording described by its recording.completed webhook (recordings.detail_source = 'webhook', which carries
+-- no channel count) it is the count measured from the downloaded file (recording_audio.probed_channels, the latest
+-- probe that read one, verified or not), NULL until a download could be probed.
 -- Percentiles are quantile_cont: linear interpolation between the two nearest durations (numpy's default method),
 -- so p50 of 10, 20, 30, 40 is 25. Means and percentiles are rounded to 0.1 s.
 -- A call is known when `calls` holds it and it has ended (ended_at set); calls_known counts the recordings whose call
@@ -26,11 +27,11 @@ WITH ended_calls AS (
     WHERE ended_at IS NOT NULL
     QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY fetched_at DESC) = 1
 ),
-verified_files AS (
+probed_files AS (
     SELECT recording_id, probed_channels
     FROM recording_audio
-    WHERE outcome = 'verified'
-    QUALIFY row_number() OVER (PARTITION BY recording_id ORDER BY verified_at DESC) = 1
+    WHERE probed_channels IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY recording_id ORDER BY last_attempt_at DESC) = 1
 ),
 stopped AS (
     SELECT
@@ -42,7 +43,7 @@ stopped AS (
         r.duration IS NOT NULL AND c.call_duration IS NOT NULL AS matched
     FROM recordings AS r
     LEFT JOIN ended_calls AS c ON c.call_id = r.call_id
-    LEFT JOIN verified_files AS f ON f.recording_id = r.recording_id
+    LEFT JOIN probed_files AS f ON f.recording_id = r.recording_id
     WHERE r.status IN ('stopped', 'processing', 'completed', 'failed')
 )
 SELECT

@@ -91,7 +91,7 @@ def day_speeds(directory: Path, recordings: int, seconds: int, processes: int | 
     for n in (1, processes or len(os.sched_getaffinity(0))):
         shutil.rmtree(directory / "lake" / RECORDING_SPEECH.name, ignore_errors=True)
         started = time.monotonic()
-        with AnalysisPool(n) as pool:
+        with AnalysisPool(n, min_audio_seconds=0) as pool:
             found = analyse_day(directory, DAY, pool=pool)
         wall = time.monotonic() - started
         rows.append({"processes": found.processes, "recordings": found.analysed, "audio_seconds": found.audio_seconds,
