@@ -70,6 +70,9 @@ def run_dev(port: int, settings: Settings) -> int:
                               webhook_secret=settings.webhook_secret, webhook_url=receiver_url + "/webhooks/audian")
     ui: subprocess.Popen | None = None
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Ctrl-C must stop everything even when started where SIGINT is ignored (a shell's `&` job
+    # without job control passes SIG_IGN down, and Python then keeps it): take it back.
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         print(f"emulator: API {emulator.api_url}, account generated at {emulator.parameters['epoch']} "
               f"(seed {emulator.parameters['seed']}, {emulator.parameters['per_day']} a day); "
@@ -88,6 +91,7 @@ def run_dev(port: int, settings: Settings) -> int:
         emulator.stop()
         receiver.should_exit = True
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_sigint)
 
 
 def _stop_group(process: subprocess.Popen) -> None:
