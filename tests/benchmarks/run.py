@@ -62,6 +62,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # so that `python tests/benchmarks/run.py` imports the checkout
+sys.path.append(str(ROOT / "tests"))  # the suite's server helpers (s3server, dbservers import `servers`)
 
 from audian_pipeline.audio.archive import Archiver
 from audian_pipeline.audio.audit import AuditLog, audit_path
