@@ -25,16 +25,13 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from audian_pipeline.client.models import RecordingEvent
 
 BUSY_TIMEOUT_MS = 30_000
 """How long a write waits for another process's write lock before failing."""
-
-_IN_CHUNK = 500
-"""Ids per `IN (...)` query: stays under every SQLite build's bound-variable limit."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -95,12 +92,6 @@ def _row_to_event(row: tuple) -> StoredEvent:
     values[5] = _from_text(values[5])
     values[6] = _from_text(values[6])
     return StoredEvent(*values)
-
-
-def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
-    unique = sorted(set(items))
-    for start in range(0, len(unique), _IN_CHUNK):
-        yield unique[start:start + _IN_CHUNK]
 
 
 class EventStoreError(Exception):
@@ -185,44 +176,38 @@ class BaseEventStore:
         )
         return [_row_to_event(row) for row in rows]
 
-    def _latest_field(
-        self, field: str, event_type: str, recording_ids: Iterable[str]
-    ) -> dict[str, str]:
-        """recording_id -> `field` of its latest event of this type (by occurred_at, then seq).
-
-        Audian should send one completed or failed event per recording; if it sends two that
-        differ, the latest one is taken as the current state.
-        """
-        result: dict[str, str] = {}
-        for chunk in _chunks(recording_ids):
-            marks = ", ".join("?" * len(chunk))
-            rows = self._query(
-                f"SELECT recording_id, {field} FROM {self.table} WHERE event = ? "
-                f"AND recording_id IN ({marks}) AND {field} IS NOT NULL "
-                "ORDER BY occurred_at, seq",
-                [event_type, *chunk],
-            )
-            result.update(rows)
-        return result
-
     def _any_recording_id(self, recording_ids: list[str]) -> tuple[str, object]:
         """A condition matching `recording_id` against the whole set, bound as ONE parameter, so a
         day's lookup is one query however many recordings it has (no bound-variable limit)."""
         raise NotImplementedError
 
-    def latest_events(self, event: str, recording_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        """recording_id -> its latest `event` (by occurred_at, then seq). For `recording.completed`
-        that is the event whose checksum `checksums` gives, so a recordings row filled from it and
-        the archive's check against it agree. Recordings without one are absent. One query."""
+    def _latest(self, columns: str, event_type: str, recording_ids: Iterable[str],
+                extra_condition: str = "") -> list[tuple]:
+        """`columns` of every `event_type` event of these recordings, oldest first (by occurred_at,
+        then seq), so that building a dict from the rows keeps each recording's latest. One query.
+
+        Audian should send one completed or failed event per recording; if it sends two that
+        differ, the latest one is taken as the current state."""
         unique = sorted(set(recording_ids))
         if not unique:
-            return {}
+            return []
         condition, ids = self._any_recording_id(unique)
-        rows = self._query(
-            f"SELECT {_COLUMNS} FROM {self.table} WHERE event = ? AND {condition} ORDER BY occurred_at, seq",
-            [event, ids],
+        return self._query(
+            f"SELECT {columns} FROM {self.table} WHERE event = ? AND {condition}{extra_condition} "
+            "ORDER BY occurred_at, seq",
+            [event_type, ids],
         )
-        return {stored.recording_id: stored for stored in map(_row_to_event, rows)}
+
+    def _latest_field(self, field: str, event_type: str, recording_ids: Iterable[str]) -> dict[str, str]:
+        """recording_id -> `field` of its latest event of this type that carries it."""
+        return dict(self._latest(f"recording_id, {field}", event_type, recording_ids, f" AND {field} IS NOT NULL"))
+
+    def latest_events(self, event: str, recording_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        """recording_id -> its latest `event`. For `recording.completed` that is the event whose
+        checksum `checksums` gives, so a recordings row filled from it and the archive's check
+        against it agree. Recordings without one are absent."""
+        return {stored.recording_id: stored
+                for stored in map(_row_to_event, self._latest(_COLUMNS, event, recording_ids))}
 
     def checksums(self, recording_ids: Iterable[str]) -> dict[str, str]:
         """recording_id -> sha256 hex, from recording.completed: the only place Audian gives it.
