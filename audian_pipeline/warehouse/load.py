@@ -175,11 +175,19 @@ class LoadResult:
     seconds: float = 0.0
     bytes: int = 0
     as_of: datetime | None = None
-    published_by: str = "copy"
-    """"catch-up": a spare build was brought up to date in place (O(days loaded)); "copy": the loader's
-    copy was copied whole into a new build (O(warehouse)), for `copy_reason`."""
     copy_reason: str | None = None
-    bytes_copied: int = 0
+    """Why the loader's copy was copied whole into a new build (O(warehouse)); None: a spare build was
+    caught up in place (O(days loaded))."""
+
+    @property
+    def published_by(self) -> str:
+        """"catch-up" or "copy" (for `copy_reason`)."""
+        return "catch-up" if self.copy_reason is None else "copy"
+
+    @property
+    def bytes_copied(self) -> int:
+        """A copy writes the published file whole; a catch-up copies nothing."""
+        return 0 if self.copy_reason is None else self.bytes
 
 
 def table_ddl_files(sql_dir: Path = SQL_DIR) -> list[Path]:
@@ -259,15 +267,14 @@ def load_warehouse(
                 loaded = _load_days(con, store, loaded_days, show_phone_numbers)
                 ledger = _log_load(con, loaded_days)
                 counts = _finish(con, settings, version, sql_dir)
-            published = _publish_build(con, base, target, ledger, (version, show_phone_numbers), sql_dir,
+            why_copy = _publish_build(con, base, target, ledger, (version, show_phone_numbers), sql_dir,
                                        copy_below_bytes)
             con.execute("CHECKPOINT")
         fsync_path(base)
     return LoadResult(
         path=target, days=loaded_days, full_rebuild=reason is not None, rebuild_reason=reason,
         rows_by_table=counts, loaded_rows=loaded, seconds=time.monotonic() - started,
-        bytes=target.stat().st_size, as_of=as_of, published_by=published.by,
-        copy_reason=published.copy_reason, bytes_copied=published.bytes_copied,
+        bytes=target.stat().st_size, as_of=as_of, copy_reason=why_copy,
     )
 
 
@@ -437,13 +444,6 @@ class _Ledger:
     builds: dict[str, _BuildRecord]
 
 
-@dataclass(frozen=True)
-class _Published:
-    by: str
-    copy_reason: str | None
-    bytes_copied: int
-
-
 LEDGER_DDL = """
 CREATE SCHEMA IF NOT EXISTS loader;
 CREATE TABLE IF NOT EXISTS loader.state (load_seq BIGINT NOT NULL, logged_after BIGINT NOT NULL);
@@ -474,8 +474,9 @@ def _log_load(con: duckdb.DuckDBPyConnection, days: list[date]) -> _Ledger:
 
 
 def _publish_build(con: duckdb.DuckDBPyConnection, base: Path, target: Path, ledger: _Ledger,
-                   expected: tuple[str, bool], sql_dir: Path, copy_below_bytes: int) -> _Published:
-    """Bring a spare build up to date (or copy `base` into a new one), then swap the link onto it.
+                   expected: tuple[str, bool], sql_dir: Path, copy_below_bytes: int) -> str | None:
+    """Bring a spare build up to date (or copy `base` into a new one), then swap the link onto it; why
+    it copied, or None after a catch-up.
 
     Never written: the build the link points at, the one it pointed at before, and any build a
     session holds. The new build is renamed to a fresh name before the swap, so a reader who resolved
@@ -510,8 +511,7 @@ def _publish_build(con: duckdb.DuckDBPyConnection, base: Path, target: Path, led
     _keep_one_spare(con, base, target.name, ledger, build, current, identity)
     if why_copy is not None:
         log.info("warehouse published by copying the loader's copy: %s", why_copy)
-    return _Published("copy" if why_copy else "catch-up", why_copy,
-                      published.stat().st_size if why_copy else 0)
+    return why_copy
 
 
 def _copy_policy(base: Path, spares: list[Path], copy_below_bytes: int) -> str | None:
