@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -62,60 +62,54 @@ def _listed(row: dict) -> tuple:
     return tuple(row[name] for name in LISTED_FIELDS)
 
 
-def _from_completed(summary: RecordingSummary, event: RecordingEvent) -> Recording | None:
+def _without_file(summary: RecordingSummary) -> Recording:
+    """The listed fields, and none of the file's: what a webhook-described detail starts from."""
+    return Recording(**{f.name: getattr(summary, f.name) for f in fields(RecordingSummary)},
+                     file_format=None, bitrate=None, sample_rate=None, channels=None, completed_at=None)
+
+
+def _from_completed(summary: RecordingSummary, stored: StoredEvent) -> Recording | None:
     """The detail as the recording.completed event gives it, or None where the detail call is
     still needed: the event lacks a file field or disagrees with the list on a field both carry.
     Then neither is trusted and Audian's own detail decides, so a bad event can never stand in
     for the size the archive checks the download against."""
+    try:
+        event = RecordingEvent.from_api(json.loads(stored.payload))
+    except ValueError:
+        return None
     if event.file_format not in FILE_FORMATS or event.file_size is None or event.duration is None:
         return None
     if (event.file_size, event.duration) != (summary.file_size, summary.duration):
         return None
-    return Recording(**{f.name: getattr(summary, f.name) for f in fields(RecordingSummary)},
-                     file_format=event.file_format, bitrate=None, sample_rate=None, channels=None,
-                     completed_at=event.occurred_at)
+    return replace(_without_file(summary), file_format=event.file_format, completed_at=event.occurred_at)
 
 
-def _from_failed(summary: RecordingSummary, event: RecordingEvent) -> Recording:
-    """A failed recording never gets a file: its detail adds only the format it would have had, which
-    no report reads, so the list's fields and the recording.failed event (its reason stays in
-    recording_events) describe it whole."""
-    return Recording(**{f.name: getattr(summary, f.name) for f in fields(RecordingSummary)},
-                     file_format=None, bitrate=None, sample_rate=None, channels=None, completed_at=None)
+def _from_failed(summary: RecordingSummary, stored: StoredEvent) -> Recording:
+    """A failed recording never gets a file: its detail adds only the format it would have had, so
+    the list's fields and the recording.failed event (its reason stays in recording_events)
+    describe it whole."""
+    return _without_file(summary)
 
 
 _FROM_EVENT = {"completed": ("recording.completed", _from_completed), "failed": ("recording.failed", _from_failed)}
 """A listed status whose detail its webhook can stand in for: the event to look for, and how."""
 
 
-def _from_event(summary: RecordingSummary, stored: StoredEvent | None) -> Recording | None:
-    """The detail from the stored event of the recording's listed status, or None where the
-    detail call is still needed (no event, one that does not parse or is of another call)."""
-    if stored is None:
-        return None
-    try:
-        event = RecordingEvent.from_api(json.loads(stored.payload))
-    except ValueError:
-        return None
-    if (event.recording_id, event.call_id) != (summary.recording_id, summary.call_id):
-        return None
-    return _FROM_EVENT[summary.status][1](summary, event)
-
-
 def _details_from_webhooks(events_db: str | None, stale: list[RecordingSummary]) -> dict[str, Recording]:
-    """Details for the stale recordings listed as completed or failed, from the events store (one
-    query per status)."""
+    """Details for the stale recordings listed as completed or failed whose stored event is of the
+    same call, from the events store (one query per status)."""
     settled = [s for s in stale if s.status in _FROM_EVENT]
     store = open_existing_event_store(events_db) if events_db and settled else None
     if store is None:
         return {}
     found: dict[str, Recording] = {}
     with store:
-        for status, (event_type, _) in _FROM_EVENT.items():
+        for status, (event_type, describe) in _FROM_EVENT.items():
             listed = {s.recording_id: s for s in settled if s.status == status}
             events = store.latest_events(event_type, list(listed)) if listed else {}
             for rid, summary in listed.items():
-                detail = _from_event(summary, events.get(rid))
+                stored = events.get(rid)
+                detail = describe(summary, stored) if stored and stored.call_id == summary.call_id else None
                 if detail is not None:
                     found[rid] = detail
     return found
