@@ -41,9 +41,10 @@ DECODES = "archived_audio_decodes"
 )
 def recording_speech(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     days: list[SpeechDay] = []
+    store, cipher = lake.lake_store(), lake.archive_cipher()  # once per run: the keyset is read from disk
     with AnalysisPool(lake.analysis_processes()) as pool:
         for day in partition_days(context):
-            result = analyse_day(lake.path, day, lake=lake.lake_store(), cipher=lake.archive_cipher(), pool=pool)
+            result = analyse_day(lake.path, day, lake=store, cipher=cipher, pool=pool)
             context.log.info("recording_speech %s: %s; %d analysed by %d process(es), %.0f s of audio at %.0fx "
                              "real time per CPU", day, result.outcomes, result.analysed, result.processes,
                              result.audio_seconds, result.times_real_time)
