@@ -181,27 +181,17 @@ class LakeResource(dg.ConfigurableResource):
 
     def retention_days(self) -> int | None:
         """AUDIAN_ARCHIVE_RETENTION_DAYS, or None: keep every archived recording forever."""
-        raw = (str(self.archive_retention_days) if self.archive_retention_days is not None
-               else env_value(RETENTION_SETTING, "").strip())
-        if not raw:
-            return None
-        try:
-            return positive_int(RETENTION_SETTING, raw)
-        except SettingError as exc:
-            raise SettingError(f"{exc} Set it to a number of days, or unset it to keep archived recordings "
-                               "forever.") from None
+        return _optional_positive(self.archive_retention_days, RETENTION_SETTING,
+                                  "Set it to a number of days, or unset it to keep archived recordings forever.")
 
     def analysis_processes(self) -> int:
         """AUDIAN_SPEECH_PROCESSES, or the CPUs this process may use (its affinity, not the machine's)."""
-        raw = (str(self.speech_processes) if self.speech_processes is not None
-               else env_value(SPEECH_PROCESSES_SETTING, "").strip())
-        if not raw:
-            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        try:
-            return positive_int(SPEECH_PROCESSES_SETTING, raw)
-        except SettingError as exc:
-            raise SettingError(f"{exc} Set it to how many processes analyse a day's recordings (1: in the step's "
-                               "own process), or unset it for one per CPU.") from None
+        chosen = _optional_positive(self.speech_processes, SPEECH_PROCESSES_SETTING,
+                                    "Set it to how many processes analyse a day's recordings (1: in the step's "
+                                    "own process), or unset it for one per CPU.")
+        if chosen is not None:
+            return chosen
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     def events_location(self) -> str:
         return check_events_db(self.events_db or env_value("AUDIAN_EVENTS_DB", str(events_db(self.path))))
@@ -278,3 +268,15 @@ def resources() -> dg.Definitions:
         "lake": LakeResource(),
         "warehouse_settings": WarehouseResource(),
     })
+
+
+def _optional_positive(explicit: int | None, setting: str, fix: str) -> int | None:
+    """A resource field, else its variable; None when neither is set. A bad value fails in one line
+    naming the setting, then `fix`."""
+    raw = str(explicit) if explicit is not None else env_value(setting, "").strip()
+    if not raw:
+        return None
+    try:
+        return positive_int(setting, raw)
+    except SettingError as exc:
+        raise SettingError(f"{exc} {fix}") from None
