@@ -7,40 +7,27 @@ before the one day being measured. Real emulator, real receiver over HTTP on 127
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 from audian_pipeline.emulator.server import start_emulator
 from audian_pipeline.lake.paths import events_db
 from audian_pipeline.settings import DEMO_WEBHOOK_SECRET
-from audian_pipeline.sockets import bind
 from audian_pipeline.webhooks.receiver import create_app
-from audian_pipeline.webhooks.server import receiver_server
 from audian_pipeline.webhooks.store import EventStore
-from tests.conftest import CLOCK
-from tests.servers import wait_until_answers
+
+from conftest import CLOCK
+from servers import serve_app
 
 
 def test_webhooks_since_delivers_only_the_events_after_it(data_dir, audio_cache_dir):
     since = CLOCK - timedelta(hours=20)
-    with EventStore(events_db(data_dir)) as store:
-        sock = bind("127.0.0.1", 0)
-        server = receiver_server(create_app(store, DEMO_WEBHOOK_SECRET), log_level="warning", access_log=False)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/webhooks/audian"
-        wait_until_answers(url.replace("/webhooks/audian", "/healthz"))
-        try:
-            with start_emulator(seed=62, days=3, per_day=20, max_duration=30, clock=CLOCK, cache_dir=audio_cache_dir,
-                                webhook_url=url, webhooks_since=since) as emu:
-                assert emu.delivery is not None and emu.delivery.wait_idle(120)
-                expected = [(when, rec.recording_id) for when, _, rec in emu.account.events_due(CLOCK, since)]
-                everything = list(emu.account.events_due(CLOCK))
-            stored = store.events_after(0)
-        finally:
-            server.should_exit = True
-            thread.join(15)
-            sock.close()
+    with EventStore(events_db(data_dir)) as store, serve_app(create_app(store, DEMO_WEBHOOK_SECRET)) as receiver:
+        with start_emulator(seed=62, days=3, per_day=20, max_duration=30, clock=CLOCK, cache_dir=audio_cache_dir,
+                            webhook_url=receiver + "/webhooks/audian", webhooks_since=since) as emu:
+            assert emu.delivery is not None and emu.delivery.wait_idle(120)
+            expected = [(when, rec.recording_id) for when, _, rec in emu.account.events_due(CLOCK, since)]
+            everything = list(emu.account.events_due(CLOCK))
+        stored = store.events_after(0)
 
     assert len(everything) > len(expected) > 0
     assert sorted((e.occurred_at, e.recording_id) for e in stored) == sorted(expected)
