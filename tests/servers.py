@@ -48,7 +48,7 @@ def wait_until_answers(url: str, timeout: float = 15.0, process: subprocess.Pope
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # Timeout: accepting, but still starting up
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing answered at {url} within {timeout} s") from None
             time.sleep(0.05)

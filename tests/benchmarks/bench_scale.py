@@ -288,7 +288,7 @@ def measure_run(root: Path, data_dir: Path, emulator: EmulatorProcess, env: dict
     steps overlap across workers, so a step's CPU is then left out and only each process's is kept."""
     home = Path(env["DAGSTER_HOME"])
     peak_file = root / f"peak-{data_dir.name}.txt"
-    before = Counter(emulator.state().get("requests_by_kind") or {})
+    before = Counter(emulator.state()["requests_by_kind"])
     log = root / f"run-{data_dir.name}.log"
     started, started_at = time.perf_counter(), time.time()
     with open(log, "wb") as out:
@@ -304,13 +304,13 @@ def measure_run(root: Path, data_dir: Path, emulator: EmulatorProcess, env: dict
     wall, ended_at = time.perf_counter() - started, time.time()
     if code != 0:
         raise RuntimeError(f"audian-pipeline run exited with {code}:\n{log.read_text(errors='replace')[-3000:]}")
-    after = Counter(emulator.state().get("requests_by_kind") or {})
+    after = Counter(emulator.state()["requests_by_kind"])
     with scoped_environ({k: v for k, v in env.items() if k == "DAGSTER_PG_URL"}):  # the instance's yaml reads it
         steps, materialized = _steps_from_instance(home)
     for step in steps.values():
         step.cpu = 0.0 if servers else sampler.cpu_between("run", step.start, step.end)
         step.emulator_cpu = sampler.cpu_between("emulator", step.start, step.end)
-    by_kind = dict(after - before) or _client_requests(materialized)
+    by_kind = dict(after - before)
     manifest = read_rows(data_dir, RECORDING_AUDIO, DAY)
     verified = [r for r in manifest if r["outcome"] == "verified"]
     return RunFigures(
@@ -349,14 +349,6 @@ def _steps_from_instance(home: Path) -> tuple[dict[str, Step], dict[str, dict]]:
 
 def _job_kind(run: dg.DagsterRun) -> str:
     return "reports" if "dagster/asset_partition_range_start" not in run.tags else "day"
-
-
-def _client_requests(materialized: dict[str, dict]) -> dict[str, int]:
-    """The client's own counts (asset metadata), for an emulator that does not count by kind."""
-    total: Counter = Counter()
-    for asset in ("recordings", "calls", "recording_audio"):
-        total.update(materialized.get(asset, {}).get("api_requests") or {})
-    return {k: v for k, v in total.items() if k in REQUEST_KINDS}
 
 
 # ---- the same day on two Celery workers ------------------------------------------------------------
@@ -582,8 +574,8 @@ def measure_size(workdir: Path, profile: Profile, api_key: str, per_day: int, de
         load_full, result = time_day_load(data_dir, copy_below_bytes=0)  # the path whose cost must follow the day
         rows = sum(result.rows_by_table.values())
         load_alone, _ = time_day_load(day_alone(data_dir, root / "day-alone"), copy_below_bytes=0)
-        details = {"published_by": getattr(result, "published_by", "copy (whole file)"),
-                   "bytes_copied": getattr(result, "bytes_copied", None), "full_rebuild": result.full_rebuild}
+        details = {"published_by": result.published_by, "bytes_copied": result.bytes_copied,
+                   "full_rebuild": result.full_rebuild}
         return SizeFigures(per_day, run, setup, rows, warehouse_path(data_dir).stat().st_size, load_full, load_alone,
                            details, detail_run, on_workers)
     finally:

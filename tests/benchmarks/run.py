@@ -78,6 +78,8 @@ from audian_pipeline.settings import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
 from audian_pipeline.sync.recording_audio import TABLE as ARCHIVE_TABLE, archive_day
 from audian_pipeline.sync.recordings import sync_day
 
+from servers import wait_until_answers
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CLOCK = "2026-11-20T15:30:00Z"
 SEED = 1
@@ -224,19 +226,10 @@ class EmulatorProcess:
         return self.process.pid
 
     def _wait_answers(self, url: str, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the emulator exited with {self.process.returncode} before answering:\n{self.log_tail()}")
-            try:
-                requests.get(url, timeout=2)
-                return
-            except (requests.ConnectionError, requests.Timeout):  # a Timeout: still building a large account
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"the emulator did not answer at {url} within {timeout:.0f} s:\n{self.log_tail()}") from None
-                time.sleep(0.1)
+        try:
+            wait_until_answers(url, timeout, self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc} (the emulator):\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = 20) -> str:
         try:
