@@ -45,12 +45,12 @@ Each load:
 
 A spare is copied afresh, not caught up (rare, O(warehouse)): while fewer than three builds exist
 (the first loads), after a full rebuild (a fresh `base.duckdb` has an empty ledger, so it knows no
-build of the warehouse it replaced: the generation is the file), when the spare's settings row or
-storage version differ from base's, when it cannot be opened, when anyone wrote into it since the
-loader closed it (its file's identity differs or a `.wal` lies beside it), and while `base.duckdb` is
-smaller than `COPY_BELOW_BYTES`, where copying is cheaper (the `copy_below_bytes` keyword overrides
-it). `LoadResult.published_by` says which (`catch-up` or `copy`, with `copy_reason` and
-`bytes_copied`), as does the asset's metadata.
+build of the warehouse it replaced: the generation is the file, and the table DDL, the phone-number
+masking and the storage version change only through one), when the spare cannot be opened, when
+anyone wrote into it since the loader closed it (its file's identity differs or a `.wal` lies beside
+it), and while `base.duckdb` is smaller than `COPY_BELOW_BYTES`, where copying is cheaper (the
+`copy_below_bytes` keyword overrides it). `LoadResult.published_by` says which (`catch-up` or `copy`,
+with `copy_reason` and `bytes_copied`), as does the asset's metadata.
 
 What that buys:
 - An analyst's open session keeps the build it opened, whole, read-only or read-write; a session
@@ -267,8 +267,7 @@ def load_warehouse(
                 loaded = _load_days(con, store, loaded_days, show_phone_numbers)
                 ledger = _log_load(con, loaded_days)
                 counts = _finish(con, settings, version, sql_dir)
-            why_copy = _publish_build(con, base, target, ledger, (version, show_phone_numbers), sql_dir,
-                                       copy_below_bytes)
+            why_copy = _publish_build(con, base, target, ledger, sql_dir, copy_below_bytes)
             con.execute("CHECKPOINT")
         fsync_path(base)
     return LoadResult(
@@ -350,11 +349,10 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
                                              "checkpoint_threshold": "0KB"})
 
 
-def _storage_tag(con: duckdb.DuckDBPyConnection, database: str | None = None) -> str | None:
-    """The storage format of a file the connection has open (default: its own) as DuckDB names it:
-    `v1.4.0+` for a file that DuckDB 1.4 and later read (None on a DuckDB that does not report it)."""
-    row = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = coalesce(?, current_database())",
-                      [database]).fetchone()
+def _storage_tag(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The storage format of the connection's file as DuckDB names it: `v1.4.0+` for a file that
+    DuckDB 1.4 and later read (None on a DuckDB that does not report it)."""
+    row = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
     return row[0].get("storage_version") if row and isinstance(row[0], dict) else None
 
 
@@ -474,7 +472,7 @@ def _log_load(con: duckdb.DuckDBPyConnection, days: list[date]) -> _Ledger:
 
 
 def _publish_build(con: duckdb.DuckDBPyConnection, base: Path, target: Path, ledger: _Ledger,
-                   expected: tuple[str, bool], sql_dir: Path, copy_below_bytes: int) -> str | None:
+                   sql_dir: Path, copy_below_bytes: int) -> str | None:
     """Bring a spare build up to date (or copy `base` into a new one), then swap the link onto it; why
     it copied, or None after a catch-up.
 
@@ -490,7 +488,7 @@ def _publish_build(con: duckdb.DuckDBPyConnection, base: Path, target: Path, led
     published = build / target.name  # DuckDB names the catalog after the file: `warehouse`, as before
     why_copy = _copy_policy(base, spares, copy_below_bytes)
     if why_copy is None:
-        why_copy = _catch_up_spare(con, spares[0], build, published, ledger, expected, sql_dir)
+        why_copy = _catch_up_spare(con, spares[0], build, published, ledger, sql_dir)
     try:
         if why_copy is not None:
             build.mkdir()
@@ -524,11 +522,11 @@ def _copy_policy(base: Path, spares: list[Path], copy_below_bytes: int) -> str |
 
 
 def _catch_up_spare(con: duckdb.DuckDBPyConnection, spare: Path, build: Path, published: Path, ledger: _Ledger,
-                    expected: tuple[str, bool], sql_dir: Path) -> str | None:
+                    sql_dir: Path) -> str | None:
     """Catch `spare` up and rename it to `build`; or why it could not be (it is then discarded)."""
     database = spare / published.name
     try:
-        why = _catch_up(con, database, ledger, ledger.builds[spare.name].seq, expected, sql_dir)
+        why = _catch_up(con, database, ledger, ledger.builds[spare.name].seq, sql_dir)
         if why is None:
             fsync_path(database)
     except BaseException:
@@ -542,9 +540,13 @@ def _catch_up_spare(con: duckdb.DuckDBPyConnection, spare: Path, build: Path, pu
 
 
 def _catch_up(con: duckdb.DuckDBPyConnection, database: Path, ledger: _Ledger, since: int,
-              expected: tuple[str, bool], sql_dir: Path) -> str | None:
+              sql_dir: Path) -> str | None:
     """Replace in `database` every day logged after load `since` with base's rows of those days, in one
-    transaction, then the settings row and any changed view; COMMIT, CHECKPOINT. Or why the build cannot be.
+    transaction, then the settings row and any changed view; COMMIT, CHECKPOINT. Or why it cannot be opened.
+
+    No check that the spare was built from the same DDL, phone-number masking and storage version: the
+    ledger, base's alone, only knows builds published from this very `base.duckdb`, and any of those three
+    changing makes a full rebuild, a fresh base with an empty ledger (`_rebuild_base`).
 
     The spare is ATTACHed to base's connection (one DuckDB open fewer, ~20 ms), and each table's
     days go in one DELETE and one INSERT: `partition_date IN (...)` still skips row groups by their
@@ -558,15 +560,13 @@ def _catch_up(con: duckdb.DuckDBPyConnection, database: Path, ledger: _Ledger, s
             raise
         return f"the spare build could not be opened ({type(exc).__name__})"
     try:
-        why = _build_mismatch(con, expected)
-        if why is None:
-            _replace_days(con, home, days, sql_dir)
+        _replace_days(con, home, days, sql_dir)
     finally:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")  # only if a statement failed inside the transaction
         con.execute(f"USE {home}")
         con.execute(f"DETACH {SPARE}")
-    return why
+    return None
 
 
 SPARE = "spare"
@@ -592,18 +592,6 @@ def _replace_days(con: duckdb.DuckDBPyConnection, home: str, days: list[date], s
 
 def _quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
-
-
-def _build_mismatch(con: duckdb.DuckDBPyConnection, expected: tuple[str, bool]) -> str | None:
-    """Why the ATTACHed spare cannot take base's days (built from other DDL, numbers masked otherwise,
-    another storage format), or None. The ledger already forgets builds of an older base; this is the
-    check on the file itself."""
-    row = con.execute(f"SELECT schema_version, show_phone_numbers FROM {SPARE}.main.pipeline_settings").fetchone()
-    if row is None or (row[0], row[1]) != expected:
-        return "the spare build has other table DDL or phone-number masking"
-    if _storage_tag(con, SPARE) != _wanted_storage_tag():
-        return "the spare build is in another storage version"
-    return None
 
 
 def _strip_ledger(con: duckdb.DuckDBPyConnection, database: Path) -> None:
