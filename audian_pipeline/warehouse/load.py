@@ -24,18 +24,17 @@ Each load:
    for every table: `DELETE ... WHERE partition_date IN (the run's days)` then `INSERT ... SELECT`
    from each day's Parquet file, then the settings row and the views from `sql/reports/` that
    changed, and in base's ledger (schema `loader`, base's alone) the load's sequence number and
-   the days it replaced; COMMIT, which checkpoints straight into the file (`checkpoint_threshold` 0:
-   the day's rows are written once, compressed, not first into the WAL; base is checkpointed and
-   fsynced again at the end of the load, and before any copy of it);
+   the days it replaced; COMMIT, which checkpoints straight into the file and fdatasyncs it
+   (`checkpoint_threshold` 0: the day's rows are written once, compressed, not first into the WAL);
 3. picks a spare build: not the one the link points at, not the one it pointed at before (a reader
    may have resolved the link a moment before the last swap), not one a DuckDB session holds (DuckDB
    holds an fcntl lock on a file for as long as a session has it open), and unchanged since the loader
    closed it (see below). It ATTACHes the spare to base's connection and, in one transaction,
    replaces every day the ledger logged since the spare was last published with base's rows of those
    days (each table and `warehouse_partitions`), then the settings row and the changed views;
-   COMMIT, CHECKPOINT, DETACH, fsync. That is the catch-up: its cost is the days of the last ~3 loads, not
-   the warehouse. Without a fit spare it copies `base.duckdb` into a new build instead (and drops
-   the ledger from the copy);
+   COMMIT (fdatasynced, as every checkpoint is), CHECKPOINT, DETACH. That is the catch-up: its cost
+   is the days of the last ~3 loads, not the warehouse. Without a fit spare it copies `base.duckdb`
+   into a new build instead (and drops the ledger from the copy);
 4. renames the build's directory to a fresh name (when it is published), points a new symlink at it
    and renames that over `warehouse.duckdb`, then fsyncs the directory;
 5. keeps the new build, the one it replaced and one spare (the most recent); removes the other
@@ -62,8 +61,8 @@ What that buys:
 - A re-run of a day replaces exactly that day's rows (no doubles, no losses); a crash or a
   SIGKILL at any point leaves the published warehouse untouched; DuckDB's own recovery rolls an
   unfinished transaction on `base.duckdb` back at the next load. A spare killed half caught up is
-  never published: the link moves only after its COMMIT, CHECKPOINT and fsync, and its changed
-  identity makes the next load discard it.
+  never published: the link moves only after its COMMIT and CHECKPOINT (both fdatasync it), and its
+  changed identity makes the next load discard it.
 - A full disk fails the load with the lake's one-line `DataDirError`, the warehouse unchanged.
 - The warehouse is a pure function of the lake: a full rebuild (a fresh file, each table one
   `INSERT ... SELECT` over `read_parquet('lake/<table>/date=*/data.parquet')`) happens when
@@ -269,7 +268,6 @@ def load_warehouse(
                 counts = _finish(con, settings, version, sql_dir)
             why_copy = _publish_build(con, base, target, ledger, sql_dir, copy_below_bytes)
             con.execute("CHECKPOINT")
-        fsync_path(base)
     return LoadResult(
         path=target, days=loaded_days, full_rebuild=reason is not None, rebuild_reason=reason,
         rows_by_table=counts, loaded_rows=loaded, seconds=time.monotonic() - started,
@@ -327,8 +325,7 @@ def _rebuild_base(base: Path, store: Store, days: list[date], settings: list, ve
             loaded = _load_everything(con, store, days, settings[2])
             ledger = _log_load(con, [])
             counts = _finish(con, settings, version, sql_dir)
-            con.execute("CHECKPOINT")
-        fsync_path(work)
+            con.execute("CHECKPOINT")  # fdatasyncs the file: whole on disk before it is renamed over base
         _wal(base).unlink(missing_ok=True)  # a killed loader's: it would not match the new file
         publish(work, base)
     finally:
@@ -492,10 +489,10 @@ def _publish_build(con: duckdb.DuckDBPyConnection, base: Path, target: Path, led
     try:
         if why_copy is not None:
             build.mkdir()
-            con.execute("CHECKPOINT")  # the load sits in base's WAL until then; the copy takes the file alone
+            con.execute("CHECKPOINT")  # every COMMIT checkpoints already; the copy takes the file alone, no WAL
             shutil.copyfile(base, published)
             _strip_ledger(con, published)
-        fsync_path(published)
+            fsync_path(published)  # written by copyfile, not by DuckDB (a caught-up spare's COMMIT fdatasynced it)
         fsync_path(build)
         fsync_path(directory)
         identity = _identity(published)
@@ -527,8 +524,6 @@ def _catch_up_spare(con: duckdb.DuckDBPyConnection, spare: Path, build: Path, pu
     database = spare / published.name
     try:
         why = _catch_up(con, database, ledger, ledger.builds[spare.name].seq, sql_dir)
-        if why is None:
-            fsync_path(database)
     except BaseException:
         _discard([spare], published.name)  # half caught up (DuckDB rolls the transaction back): never published
         raise
