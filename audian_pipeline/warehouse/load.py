@@ -251,8 +251,10 @@ def load_warehouse(
     with _disk_errors(target), _loader_lock(data_dir, lock_timeout):
         _remove_stale_builds(data_dir, target)
         base = builds_dir(data_dir) / BASE_NAME
-        requested = "full rebuild requested" if rebuild or wanted_days is None else None
-        con, reason = _open_base(base, version, show_phone_numbers, requested)
+        con: duckdb.DuckDBPyConnection | None = None
+        reason: str | None = "full rebuild requested"
+        if not rebuild and wanted_days is not None:
+            con, reason = _open_base(base, version, show_phone_numbers)
         if con is None:
             loaded_days = lake_days(store)
             loaded, ledger, counts = _rebuild_base(base, store, loaded_days, settings, version, sql_dir)
@@ -280,13 +282,11 @@ def builds_dir(data_dir: Path) -> Path:
     return Path(data_dir) / BUILDS_DIR
 
 
-def _open_base(base: Path, version: str, show_phone_numbers: bool,
-               requested: str | None) -> tuple[duckdb.DuckDBPyConnection | None, str | None]:
+def _open_base(base: Path, version: str,
+               show_phone_numbers: bool) -> tuple[duckdb.DuckDBPyConnection | None, str | None]:
     """`base.duckdb` opened once for the whole load, in UTC, inside the transaction that `_finish`
     commits; or (None, why a full rebuild is due). Each DuckDB open costs ~20 ms: the load, the
     catch-up (the spare is ATTACHed) and the ledger all go through this one connection."""
-    if requested is not None:
-        return None, requested
     if not base.exists():
         return None, "no warehouse yet"
     try:
