@@ -128,6 +128,9 @@ TABLES = tuple(LAKE_TABLES)
 LOCK_NAME = ".warehouse.lock"
 BUILDS_DIR = ".warehouse"
 BASE_NAME = "base.duckdb"
+BASE_CATALOG = "base"
+"""The catalog DuckDB names after `base.duckdb` (its file name without the extension), the loader's one
+connection's own: a catch-up USEs the spare and reads base's rows from here."""
 _BUILD = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")
 """A build directory's name: when it was published, then a random part."""
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -434,8 +437,7 @@ class _Ledger:
     seq: int
     """This load's sequence number."""
     logged_after: int
-    """`log` holds the days of every load after this one: a build of an older seq cannot catch up."""
-    log: list[tuple[int, date]]
+    """`loader.loads` holds the days of every load after this one: a build of an older seq cannot catch up."""
     builds: dict[str, _BuildRecord]
 
 
@@ -462,10 +464,9 @@ def _log_load(con: duckdb.DuckDBPyConnection, days: list[date]) -> _Ledger:
         con.execute("UPDATE loader.state SET load_seq = ?", [seq])
     if days:
         con.executemany("INSERT INTO loader.loads VALUES (?, ?)", [[seq, day] for day in days])
-    log = con.execute("SELECT load_seq, partition_date FROM loader.loads WHERE load_seq > ?", [logged_after]).fetchall()
     builds = {name: _BuildRecord(build_seq, identity)
               for name, build_seq, identity in con.execute("SELECT * FROM loader.builds").fetchall()}
-    return _Ledger(seq, logged_after, [(n, d) for n, d in log], builds)
+    return _Ledger(seq, logged_after, builds)
 
 
 def _publish_build(con: duckdb.DuckDBPyConnection, base: Path, target: Path, ledger: _Ledger,
@@ -523,7 +524,7 @@ def _catch_up_spare(con: duckdb.DuckDBPyConnection, spare: Path, build: Path, pu
     """Catch `spare` up and rename it to `build`; or why it could not be (it is then discarded)."""
     database = spare / published.name
     try:
-        why = _catch_up(con, database, ledger, ledger.builds[spare.name].seq, sql_dir)
+        why = _catch_up(con, database, ledger.builds[spare.name].seq, sql_dir)
     except BaseException:
         _discard([spare], published.name)  # half caught up (DuckDB rolls the transaction back): never published
         raise
@@ -534,8 +535,7 @@ def _catch_up_spare(con: duckdb.DuckDBPyConnection, spare: Path, build: Path, pu
     return None
 
 
-def _catch_up(con: duckdb.DuckDBPyConnection, database: Path, ledger: _Ledger, since: int,
-              sql_dir: Path) -> str | None:
+def _catch_up(con: duckdb.DuckDBPyConnection, database: Path, since: int, sql_dir: Path) -> str | None:
     """Replace in `database` every day logged after load `since` with base's rows of those days, in one
     transaction, then the settings row and any changed view; COMMIT, CHECKPOINT. Or why it cannot be opened.
 
@@ -546,8 +546,8 @@ def _catch_up(con: duckdb.DuckDBPyConnection, database: Path, ledger: _Ledger, s
     The spare is ATTACHed to base's connection (one DuckDB open fewer, ~20 ms), and each table's
     days go in one DELETE and one INSERT: `partition_date IN (...)` still skips row groups by their
     zonemaps (EXPLAIN ANALYZE: "Row Groups Scanned: 1 / 3" at 180 days), as `=` did per day."""
-    days = sorted({day for seq, day in ledger.log if seq > since})
-    home = _single_value(con, "SELECT current_database()")
+    days = [day for (day,) in con.execute("SELECT DISTINCT partition_date FROM loader.loads WHERE load_seq > ? "
+                                          "ORDER BY 1", [since]).fetchall()]
     try:  # fails if a session took the build since `_held` looked
         con.execute(f"ATTACH {_quoted(database)} AS {SPARE}")
     except duckdb.Error as exc:
@@ -555,11 +555,11 @@ def _catch_up(con: duckdb.DuckDBPyConnection, database: Path, ledger: _Ledger, s
             raise
         return f"the spare build could not be opened ({type(exc).__name__})"
     try:
-        _replace_days(con, home, days, sql_dir)
+        _replace_days(con, days, sql_dir)
     finally:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")  # only if a statement failed inside the transaction
-        con.execute(f"USE {home}")
+        con.execute(f"USE {BASE_CATALOG}")
         con.execute(f"DETACH {SPARE}")
     return None
 
@@ -568,7 +568,7 @@ SPARE = "spare"
 """The name the spare build is ATTACHed under on base's connection while it is caught up."""
 
 
-def _replace_days(con: duckdb.DuckDBPyConnection, home: str, days: list[date], sql_dir: Path) -> None:
+def _replace_days(con: duckdb.DuckDBPyConnection, days: list[date], sql_dir: Path) -> None:
     """In the spare (USE'd, so the view DDL lands there), base's rows of `days`; COMMIT, CHECKPOINT."""
     con.execute(f"USE {SPARE}")
     con.execute("BEGIN TRANSACTION")
@@ -576,10 +576,10 @@ def _replace_days(con: duckdb.DuckDBPyConnection, home: str, days: list[date], s
         marks = ", ".join("?" for _ in days)
         for table in (*TABLES, "warehouse_partitions"):
             con.execute(f"DELETE FROM {table} WHERE partition_date IN ({marks})", days)
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {home}.main.{table} "
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {BASE_CATALOG}.main.{table} "
                         f"WHERE partition_date IN ({marks})", days)
     con.execute("DELETE FROM pipeline_settings")
-    con.execute(f"INSERT INTO pipeline_settings BY NAME SELECT * FROM {home}.main.pipeline_settings")
+    con.execute(f"INSERT INTO pipeline_settings BY NAME SELECT * FROM {BASE_CATALOG}.main.pipeline_settings")
     _refresh_views(con, sql_dir)
     con.execute("COMMIT")
     con.execute(f"CHECKPOINT {SPARE}")
